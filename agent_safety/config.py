@@ -117,6 +117,7 @@ class TrainerConfig:
     per_device_train_batch_size: int = 1
     gradient_accumulation_steps: int = 8
     warmup_ratio: float = 0.1
+    """Fraction of the steps spent warming up (passed as DPOConfig.warmup_steps, which takes ratios < 1)."""
     lr_scheduler_type: str = "cosine"
     optim: str = "adamw_torch"
     max_grad_norm: float = 1.0

@@ -1,0 +1,165 @@
+"""A run: evaluate the base model (stage 0), then train and evaluate each stage of the schedule in order.
+
+Each stage starts from the previous stage's merged model. A relaunched run resumes after its last
+completed stage; a completed run is reported and left alone unless ``force=true``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from agent_safety.config import to_container, validate
+from agent_safety.data import load_data
+from agent_safety.estimate import (
+    as_record,
+    base_cache_path,
+    cached_base_logps,
+    candidates,
+    estimate,
+    sequence_logps,
+)
+from agent_safety.formatting import tokenize_benchmark
+from agent_safety.model import load_model, load_tokenizer, pick_device, resolve_base
+from agent_safety.pairs import PairRule, build_pairs
+from agent_safety.records import RunDir, run_id
+from agent_safety.split import split_cases
+from agent_safety.stage import pair_rows, train_stage
+from agent_safety.tracking import start as start_tracking
+
+log = logging.getLogger(__name__)
+SHORT = {"safety": "S", "helpfulness": "H", "both": "SH"}
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    run_dir: Path
+    status: str
+    records: list[dict[str, Any]] = field(default_factory=list)
+    skipped_training: bool = False
+
+
+def run_dir_for(cfg: DictConfig) -> tuple[str, RunDir, dict[str, Any]]:
+    config = to_container(cfg)
+    rid = run_id(config)
+    return rid, RunDir(Path(cfg.paths.runs_dir) / cfg.group / rid), config
+
+
+def configure_threads(threads: int | None) -> None:
+    import torch
+
+    if threads:
+        torch.set_num_threads(int(threads))
+
+
+def run_schedule(cfg: DictConfig) -> RunResult:
+    """Run (or resume) the schedule described by ``cfg``; see the module docstring."""
+    validate(cfg)
+    rid, rd, config = run_dir_for(cfg)
+    if rd.status().get("status") == "completed" and not cfg.force:
+        log.info("run %s already completed: %s (force=true to rerun)", rid, rd.root)
+        return RunResult(rid, rd.root, "completed", rd.metrics(), skipped_training=True)
+    if cfg.force and rd.root.exists():
+        shutil.rmtree(rd.root)
+    rd.root.mkdir(parents=True, exist_ok=True)
+    rd.write_config(config)
+    rd.set_status("running", run_id=rid, group=cfg.group, started=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    stages = list(cfg.schedule.stages)
+    tags = [cfg.model.name, *dict.fromkeys(stages), f"beta={cfg.trainer.beta}", f"seed={cfg.seed}"]
+    tracker = start_tracking(cfg.logger, rd.root, rid, cfg.group, cfg.schedule.name, tags, config)
+    try:
+        records = _run(cfg, rid, rd, tracker)
+        rd.set_status("completed", run_id=rid, finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        tracker.finish(0)
+        return RunResult(rid, rd.root, "completed", records)
+    except BaseException as e:
+        rd.set_status("failed", run_id=rid, error=f"{type(e).__name__}: {e}")
+        tracker.finish(1)
+        raise
+
+
+def _run(cfg: DictConfig, rid: str, rd: RunDir, tracker: Any) -> list[dict[str, Any]]:
+    from transformers import set_seed
+
+    configure_threads(cfg.threads)
+    set_seed(cfg.seed)
+    cache_dir = Path(cfg.paths.cache_dir)
+    device = pick_device(cfg.device)
+    bench = load_data(cfg.data, cache_dir)
+    train_cases, test_cases = split_cases(bench.n_cases, cfg.seed)
+    if cfg.eval.max_cases:
+        test_cases = test_cases[: cfg.eval.max_cases]
+    base_path, base_identity = resolve_base(cfg.model, bench, cache_dir)
+    tokenizer = load_tokenizer(base_path, cfg.model)
+    tokenized = tokenize_benchmark(tokenizer, bench)
+    test_idx = candidates(bench, test_cases)
+    eval_len = cfg.eval.max_length or cfg.trainer.max_length
+    rules = {m: PairRule.from_config(cfg.objectives[m]) for m in ("safety", "helpfulness") if m in cfg.objectives}
+
+    done = rd.completed_stages()
+    last = max(done, default=0)
+    model = load_model(str(rd.model_dir(last)) if last else base_path, cfg.model, device)
+
+    def score(m: Any, desc: str) -> tuple[Any, Any]:
+        return sequence_logps(m, tokenized, bench, test_idx, cfg.eval.batch_size, eval_len, desc)
+
+    def base_scores() -> tuple[Any, Any]:
+        if last == 0:
+            return score(model, "base log-probs")
+        base = load_model(base_path, cfg.model, device)
+        try:
+            return score(base, "base log-probs")
+        finally:
+            del base
+
+    base_logps, n_tokens = cached_base_logps(
+        base_cache_path(cache_dir, base_identity, bench, test_idx, eval_len), base_scores)
+
+    common = {"run_id": rid, "group": cfg.group, "model": cfg.model.name, "data": cfg.data.name,
+              "judge": bench.judge, "schedule": cfg.schedule.name, "beta": float(cfg.trainer.beta),
+              "seed": int(cfg.seed), "data_skipped": len(bench.skipped)}
+
+    def record(stage: int, logps: Any, extra: dict[str, Any]) -> dict[str, Any]:
+        est = estimate(bench, test_idx, logps, base_logps, n_tokens, rules, cfg.eval.per_token,
+                       cfg.eval.temperature)
+        rec = {**common, "stage": stage, "objectives": list(cfg.schedule.stages[:stage]),
+               "label_judges": [bench.judge] * stage, **as_record(est), **extra}
+        rd.write_stage_metrics(rec)
+        tracker.log({"stage": stage, "estimate/safety": est.safety, "estimate/helpfulness": est.helpfulness,
+                     **{f"estimate/{k}": v for k, v in rec.items() if k.startswith("pref_acc") and v is not None}})
+        print(f"[{rid}] stage {stage} ({'base' if stage == 0 else rec['objectives'][-1]}): "
+              f"safety {est.safety:.3f}  helpfulness {est.helpfulness:.3f}", flush=True)
+        return rec
+
+    if 0 not in done:
+        record(0, base_logps, {"pairs_used": 0, "pairs_dropped": 0})
+    for stage, name in enumerate(cfg.schedule.stages, 1):
+        if stage in done:
+            continue
+        objective = cfg.objectives[name]
+        pairs = build_pairs(bench.trajectories, PairRule.from_config(objective), train_cases)
+        if cfg.trainer.max_pairs and len(pairs) > cfg.trainer.max_pairs:
+            pairs = random.Random(cfg.seed).sample(pairs, cfg.trainer.max_pairs)
+        rows = pair_rows(pairs, bench, tokenized, cfg.trainer.max_length)
+        log.info("stage %d (%s): %d pairs, %d dropped as longer than %d tokens", stage, name, len(rows.rows),
+                 rows.dropped, cfg.trainer.max_length)
+        epochs = objective.num_train_epochs or cfg.trainer.num_train_epochs
+        set_seed(cfg.seed + stage)  # the same stream whether or not earlier stages ran in this process
+        model, train_metrics = train_stage(model, tokenizer, rows, cfg.trainer, rd.stage_dir(stage), epochs,
+                                           cfg.seed, tracker.report_to, rid)
+        model.to(device)
+        logps, _ = score(model, f"stage {stage} log-probs")
+        record(stage, logps, {"pairs_used": len(rows.rows), "pairs_dropped": rows.dropped,
+                              "train_loss": train_metrics.get("train_loss")})
+    rd_records = rd.metrics()
+    tracker.summary({"run_dir": str(rd.root), "final/safety": rd_records[-1]["safety"],
+                     "final/helpfulness": rd_records[-1]["helpfulness"]})
+    return rd_records
