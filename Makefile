@@ -1,0 +1,49 @@
+# Two commands on a fresh machine: `make run` and `make test`. Both create .venv and install everything.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ARGS ?=
+SWEEP ?= smoke
+PYTEST_ARGS ?=
+
+.PHONY: install run test test-fast test-cluster bench lint aggregate sweep sync clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# The CPU build of torch first: an unpinned torch would pull a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install  ## the default: tiny model, synthetic data, schedule S_H
+	$(PY) launch.py $(ARGS)
+
+test: install  ## every test but the cluster ones (those need tests/cluster/slurm.sh start)
+	$(PY) -m pytest -q -m "not cluster" $(PYTEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow and not cluster" $(PYTEST_ARGS)
+
+test-cluster: install
+	$(PY) -m pytest -q -m cluster $(PYTEST_ARGS)
+
+bench: install
+	$(PY) bench/bench_dpo.py
+	$(PY) bench/bench_aggregate.py
+
+lint: install
+	$(VENV)/bin/ruff check agent_safety tests bench launch.py
+
+aggregate: install
+	$(VENV)/bin/agent-safety aggregate runs --out runs/aggregate
+
+sweep: install
+	$(PY) launch.py -m +sweep=$(SWEEP) $(ARGS)
+
+sync: install  ## upload offline W&B runs (from a login node with network)
+	find runs -type d -name 'offline-run-*' -prune -exec $(VENV)/bin/wandb sync {} +
+
+clean:
+	rm -rf runs/.launch outputs multirun .pytest_cache

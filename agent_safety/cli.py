@@ -1,0 +1,44 @@
+"""``agent-safety``: the project's commands besides ``launch.py`` (data, aggregate, import, retry).
+
+Each subcommand lives in the module of its concern and adds itself through ``register(subparsers)``;
+the modules are imported only when the command line is parsed, so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+#: Modules that register subcommands, in the order ``--help`` lists them.
+COMMAND_MODULES = ("agent_safety.datacli", "agent_safety.aggregate", "agent_safety.published",
+                   "agent_safety.retry")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agent-safety", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code = args.func(args)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"agent-safety {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

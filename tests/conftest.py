@@ -1,0 +1,59 @@
+"""Shared fixtures: composed configs, an isolated cache built once per session, no network."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+SHARED = ROOT.parent / "shared" / "toolemu"
+
+os.environ["WANDB_MODE"] = "offline"
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.pop("WANDB_API_KEY", None)
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache per test session: the tiny model and synthetic data are built once."""
+    return tmp_path_factory.mktemp("cache")
+
+
+def compose(overrides: Sequence[str] = ()) -> object:
+    """Compose ``conf/config.yaml`` with overrides, as ``launch.py`` would."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from agent_safety.config import register_configs
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=list(overrides))
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path, cache_dir: Path) -> Callable[..., object]:
+    """Compose a run config whose runs and cache live in test folders."""
+
+    def make(*overrides: str, runs: Path | None = None) -> object:
+        return compose([f"paths.runs_dir={runs or tmp_path / 'runs'}", f"paths.cache_dir={cache_dir}",
+                        "threads=1", *overrides])
+
+    return make
+
+
+def shared_archive(name: str) -> Path:
+    """A file of the study's published data in ../shared, or a visible skip."""
+    path = SHARED / name
+    if not path.exists():
+        pytest.skip(f"{path} is absent: the study's published data is not on this machine")
+    return path

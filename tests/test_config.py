@@ -1,0 +1,82 @@
+"""Every config choice composes; invalid configs fail before any work with a one-line error."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import CONF, compose
+from omegaconf import OmegaConf
+
+from agent_safety.config import ConfigError, validate
+
+GROUPS = ["model", "data", "schedule", "eval", "logger", "paths", "trainer"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
+def test_every_option_composes_and_validates(group: str, option: str) -> None:
+    cfg = compose([f"{group}={option}", "paths.runs_dir=runs", "paths.cache_dir=cache"])
+    validate(cfg)
+    OmegaConf.to_container(cfg, resolve=True)
+    assert cfg.schedule.stages
+
+
+@pytest.mark.parametrize("objective", options("objective"))
+def test_every_objective_composes(objective: str) -> None:
+    cfg = compose([f"objective@objectives.{objective}={objective}"])
+    assert cfg.objectives[objective].metrics
+
+
+def test_presets_have_the_study_orders() -> None:
+    stages = {s: list(compose([f"schedule={s}"]).schedule.stages) for s in options("schedule")}
+    assert stages == {"S": ["safety"], "H": ["helpfulness"], "S_H": ["safety", "helpfulness"],
+                      "H_S": ["helpfulness", "safety"], "SH": ["both"]}
+
+
+def test_any_stage_list_works() -> None:
+    cfg = compose(["schedule.stages=[safety,helpfulness,safety]", "schedule.name=S_H_S"])
+    validate(cfg)
+    assert list(cfg.schedule.stages) == ["safety", "helpfulness", "safety"]
+
+
+def test_study_defaults_and_tiny_overrides() -> None:
+    hub = compose(["model=llama3.1-8b"])
+    t = hub.trainer
+    assert (t.beta, t.learning_rate, t.num_train_epochs, t.per_device_train_batch_size) == (0.1, 5e-5, 1, 1)
+    assert (t.gradient_accumulation_steps, t.warmup_ratio, t.lr_scheduler_type, t.max_grad_norm) == (8, 0.1, "cosine",
+                                                                                                      1.0)
+    assert (t.lora.r, t.lora.alpha, t.lora.dropout, t.lora.target_modules) == (16, 32, 0.05, "all-linear")
+    assert t.max_length == 8192 and hub.objectives.both.num_train_epochs == 3
+    assert hub.model.path == "meta-llama/Llama-3.1-8B-Instruct" and hub.model.trust_remote_code is False
+    tiny = compose([])
+    assert tiny.model.source == "tiny" and tiny.trainer.learning_rate > 5e-5
+
+
+@pytest.mark.parametrize("override,key", [
+    ("trainer.beta=0", "trainer.beta"),
+    ("trainer.beta=-1", "trainer.beta"),
+    ("schedule.stages=[]", "schedule.stages"),
+    ("schedule.stages=[safety,kindness]", "schedule.stages[1]"),
+    ("+trainer.dpo.not_a_dpo_key=1", "trainer.dpo.not_a_dpo_key"),
+    ("objectives.both.mode=sometimes", "objectives.both.mode"),
+    ("data.on_error=ignore", "data.on_error"),
+])
+def test_invalid_config_one_line_error(override: str, key: str) -> None:
+    cfg = compose([override])
+    with pytest.raises(ConfigError) as e:
+        validate(cfg)
+    message = str(e.value)
+    assert key in message and "\n" not in message
+
+
+def test_known_dpo_keys_pass() -> None:
+    validate(compose(["+trainer.dpo.loss_type=[sigmoid]", "+trainer.dpo.label_smoothing=0.1"]))
+
+
+def test_unknown_top_level_key_is_rejected_by_schema() -> None:
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException):
+        compose(["trainer.betta=0.2"])

@@ -1,0 +1,57 @@
+"""Run identity, secret redaction, atomic records."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import compose
+
+from agent_safety.config import to_container
+from agent_safety.records import REDACTED, RunDir, redact, run_id
+
+
+def test_run_id_ignores_non_semantic_keys() -> None:
+    a = to_container(compose(["paths.runs_dir=/a", "logger=none", "group=x", "threads=1"]))
+    b = to_container(compose(["paths.runs_dir=/b", "group=y", "force=true"]))
+    assert run_id(a) == run_id(b)
+
+
+def test_run_id_changes_with_meaningful_keys() -> None:
+    base = run_id(to_container(compose([])))
+    for override in ["seed=1", "trainer.beta=0.05", "schedule=H_S", "objectives.both.mode=average"]:
+        assert run_id(to_container(compose([override]))) != base, override
+
+
+def test_redact_names_and_values(monkeypatch) -> None:
+    monkeypatch.setenv("WANDB_API_KEY", "wandb-secret-value-123")
+    monkeypatch.setenv("HF_TOKEN", "hf_abcdefgh")
+    data = {"logger": {"api_key": "x"}, "note": "key=wandb-secret-value-123", "list": ["hf_abcdefgh"],
+            "token_count": 3, "hf_token": None}
+    out = redact(data)
+    assert out["logger"]["api_key"] == REDACTED
+    assert "wandb-secret" not in json.dumps(out) and "hf_abcdefgh" not in json.dumps(out)
+    assert out["token_count"] == 3 and out["hf_token"] is None
+
+
+def test_secret_from_env_never_reaches_config_snapshot(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-1234567890")
+    cfg = compose([])
+    rd = RunDir(tmp_path / "run")
+    rd.write_config({**to_container(cfg), "extra": {"openai_api_key": "sk-test-1234567890"}})
+    rd.set_status("failed", error="bad key sk-test-1234567890")
+    for f in (rd.root / "config.yaml", rd.status_path):
+        assert "sk-test-1234567890" not in f.read_text()
+
+
+def test_stage_metrics_replace_and_order(tmp_path: Path) -> None:
+    rd = RunDir(tmp_path)
+    rd.write_stage_metrics({"stage": 1, "safety": 1.0})
+    rd.write_stage_metrics({"stage": 0, "safety": 0.5})
+    rd.write_stage_metrics({"stage": 1, "safety": 2.0})
+    assert [(r["stage"], r["safety"]) for r in rd.metrics()] == [(0, 0.5), (1, 2.0)]
+    assert rd.completed_stages() == [0]  # stage 1 has no saved model yet
+    (rd.model_dir(1)).mkdir(parents=True)
+    (rd.model_dir(1) / "config.json").write_text("{}")
+    assert rd.completed_stages() == [0, 1]
+    assert not list(tmp_path.glob(".*"))  # no temporary files left behind
