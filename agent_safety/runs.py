@@ -1,0 +1,389 @@
+"""Collect run records (local run dirs and W&B runs) into one tidy table.
+
+A run dir is any folder holding ``status.json``; its ``metrics.jsonl`` has one line per stage and eval judge.
+Only completed runs are used; the others are counted. Every record that cannot be used goes into a
+"skipped" list with its reason, so nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+#: Objective name -> letter used in configuration labels.
+OBJECTIVE_LETTERS: Mapping[str, str] = MappingProxyType({"safety": "S", "helpfulness": "H", "both": "S&H"})
+#: Columns of the tidy table, in order.
+COLUMNS: tuple[str, ...] = (
+    "run_id", "group", "source", "model", "data", "judge", "schedule", "config", "objectives",
+    "label_judges", "stage", "beta", "seed", "safety", "helpfulness", "pref_acc_safety",
+    "pref_acc_helpfulness", "n_cases", "n_test_cases", "pairs_used", "pairs_dropped", "case_set",
+)
+REQUIRED_KEYS: tuple[str, ...] = (
+    "run_id", "model", "judge", "stage", "objectives", "beta", "seed", "safety", "helpfulness",
+)
+#: Scores live on ToolEmu's 0-3 scales.
+SCORE_RANGE: tuple[float, float] = (0.0, 3.0)
+#: Upstream file written by ``import-published`` next to the run records it made.
+IMPORT_SKIPPED_FILE = "import_skipped.json"
+
+
+@dataclass(frozen=True)
+class Skip:
+    """One record or run that was left out, and why."""
+
+    source: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"source": self.source, "reason": self.reason}
+
+
+@dataclass
+class Collection:
+    """What ``collect`` found: the tidy table, its per-case scores and what was left out."""
+
+    table: pd.DataFrame
+    cases: pd.DataFrame
+    skipped: list[Skip] = field(default_factory=list)
+    not_completed: int = 0
+    duplicates: int = 0
+    n_run_dirs: int = 0
+
+
+def config_label(objectives: Iterable[str]) -> str:
+    """Label a configuration by the objectives of its stages: [] -> base, [safety, helpfulness] -> S→H.
+
+    Raises ValueError for an objective it does not know, so the caller can skip the record with a reason.
+    """
+    objs = list(objectives)
+    if not objs:
+        return "base"
+    bad = [o for o in objs if o not in OBJECTIVE_LETTERS]
+    if bad:
+        raise ValueError(f"cannot parse configuration label: unknown objective(s) {bad} in {objs}")
+    return "→".join(OBJECTIVE_LETTERS[o] for o in objs)
+
+
+def find_run_dirs(roots: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
+    """Yield every folder holding ``status.json`` under the roots, at any depth.
+
+    The walk does not descend into a run dir: its checkpoints can be large and hold no records.
+    """
+    for root in roots:
+        for dirpath, dirnames, filenames in os.walk(root):
+            if "status.json" in filenames:
+                dirnames.clear()
+                yield Path(dirpath)
+            else:
+                dirnames.sort()
+
+
+def _as_float(value: Any, key: str, *, optional: bool = False) -> float | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"{key} is not a number: {value!r}")
+    out = float(value)
+    if math.isnan(out) and not optional:
+        raise ValueError(f"{key} is NaN")
+    return out
+
+
+def _as_int(value: Any, key: str, *, optional: bool = False) -> int | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    number = _as_float(value, key)
+    if not math.isfinite(number) or number != int(number):
+        raise ValueError(f"{key} is not an integer: {value!r}")
+    return int(number)
+
+
+def _str_list(value: Any, key: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [v for v in value.split(",") if v]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{key} is not a list of strings: {value!r}")
+    return list(value)
+
+
+def _case_set_id(cases: np.ndarray) -> int:
+    """A stable 63-bit id of a list of case indices (0 for none); stable across processes, unlike hash()."""
+    if not len(cases):
+        return 0
+    digest = hashlib.blake2b(np.ascontiguousarray(cases, dtype="<i8").tobytes(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1 or 1
+
+
+def parse_record(rec: Mapping[str, Any], *, group: str = "", source: str = "local") -> tuple[dict, tuple]:
+    """Validate one metrics record and turn it into a tidy row plus its per-case scores.
+
+    Returns ``(row, (cases, case_safety, case_helpfulness))``. Raises ValueError naming the problem; the
+    caller records it in the skipped list.
+    """
+    if not isinstance(rec, Mapping):
+        raise ValueError(f"record is not a JSON object: {type(rec).__name__}")
+    missing = [k for k in REQUIRED_KEYS if rec.get(k) is None]
+    if missing:
+        raise ValueError(f"missing key(s) {missing}")
+    objectives = _str_list(rec["objectives"], "objectives")
+    stage = _as_int(rec["stage"], "stage")
+    if stage != len(objectives):
+        raise ValueError(f"cannot parse configuration label: stage {stage} but objectives {objectives}")
+    label = config_label(objectives)
+    safety = _as_float(rec["safety"], "safety")
+    helpfulness = _as_float(rec["helpfulness"], "helpfulness")
+    lo, hi = SCORE_RANGE
+    for key, val in (("safety", safety), ("helpfulness", helpfulness)):
+        if not lo <= val <= hi:
+            raise ValueError(f"{key} {val} outside {lo:g}-{hi:g}")
+    beta = _as_float(rec["beta"], "beta")
+    if not beta > 0:
+        raise ValueError(f"beta must be > 0, got {beta}")
+    cases, cs, ch = (rec.get(k) or [] for k in ("cases", "case_safety", "case_helpfulness"))
+    if not all(isinstance(v, (list, tuple)) for v in (cases, cs, ch)):
+        raise ValueError("cases, case_safety and case_helpfulness must be lists")
+    if not (len(cases) == len(cs) == len(ch)):
+        raise ValueError(f"case lists of different lengths: cases {len(cases)}, case_safety {len(cs)}, "
+                         f"case_helpfulness {len(ch)}")
+    if cases:
+        try:
+            cases_a = np.asarray(cases, dtype=np.int64)
+            cs_a = np.asarray(cs, dtype=np.float64)
+            ch_a = np.asarray(ch, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"per-case scores are not numbers: {exc}") from None
+        if not (np.all((cs_a >= lo) & (cs_a <= hi)) and np.all((ch_a >= lo) & (ch_a <= hi))):
+            raise ValueError(f"a per-case score lies outside {lo:g}-{hi:g}")
+    else:
+        cases_a = np.empty(0, np.int64)
+        cs_a = ch_a = np.empty(0, np.float64)
+    n_test = _as_int(rec.get("n_test_cases"), "n_test_cases", optional=True)
+    row = {
+        "run_id": str(rec["run_id"]),
+        "group": str(rec.get("group") or group),
+        "source": source,
+        "model": str(rec["model"]),
+        "data": str(rec.get("data") or ""),
+        "judge": str(rec["judge"]),
+        "schedule": str(rec.get("schedule") or ""),
+        "config": label,
+        "objectives": ",".join(objectives),
+        "label_judges": ",".join(_str_list(rec.get("label_judges"), "label_judges")),
+        "stage": stage,
+        "beta": beta,
+        "seed": _as_int(rec["seed"], "seed"),
+        "safety": safety,
+        "helpfulness": helpfulness,
+        "pref_acc_safety": _as_float(rec.get("pref_acc_safety"), "pref_acc_safety", optional=True),
+        "pref_acc_helpfulness": _as_float(rec.get("pref_acc_helpfulness"), "pref_acc_helpfulness",
+                                          optional=True),
+        "n_cases": len(cases_a) if len(cases_a) else (n_test or 0),
+        "n_test_cases": n_test,
+        "pairs_used": _as_int(rec.get("pairs_used"), "pairs_used", optional=True),
+        "pairs_dropped": _as_int(rec.get("pairs_dropped"), "pairs_dropped", optional=True),
+        # Identifies the set of test cases scored; rows sharing it can be pooled case by case.
+        "case_set": _case_set_id(cases_a),
+    }
+    return row, (cases_a, cs_a, ch_a)
+
+
+def read_run_dir(run_dir: Path) -> tuple[str, list[tuple[dict, tuple]], list[Skip]]:
+    """Read one run dir: its status and, when completed, its parsed metrics records."""
+    skipped: list[Skip] = []
+    status_path = run_dir / "status.json"
+    try:
+        status = json.loads(status_path.read_bytes())
+        state = status["status"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return "unreadable", [], [Skip(str(status_path), f"status.json unreadable: {exc!s:.200}")]
+    if state != "completed":
+        return str(state), [], []
+    metrics = run_dir / "metrics.jsonl"
+    try:
+        lines = metrics.read_bytes().splitlines()
+    except OSError:
+        return state, [], [Skip(str(run_dir), "completed run dir without metrics.jsonl")]
+    group = run_dir.parent.name
+    parsed: list[tuple[dict, tuple]] = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            parsed.append(parse_record(json.loads(line), group=group))
+        except ValueError as exc:  # json.JSONDecodeError is a ValueError
+            skipped.append(Skip(f"{metrics}:{i}", f"{exc!s:.300}"))
+    if not parsed and not skipped:
+        skipped.append(Skip(str(metrics), "metrics.jsonl holds no records"))
+    return state, parsed, skipped
+
+
+def _import_skips(roots: Iterable[str | os.PathLike[str]]) -> list[Skip]:
+    """Surface what ``import-published`` left out, so the aggregate's report is complete."""
+    out: list[Skip] = []
+    for root in roots:
+        path = Path(root) / IMPORT_SKIPPED_FILE
+        if path.is_file():
+            try:
+                out.extend(Skip(f"import: {d['source']}", d["reason"]) for d in json.loads(path.read_bytes()))
+            except (ValueError, KeyError, TypeError) as exc:
+                out.append(Skip(str(path), f"unreadable: {exc}"))
+    return out
+
+
+def build_tables(parsed: list[tuple[dict, tuple]]) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """Turn parsed records into the tidy table and the per-case table, deduplicated by run, stage, judge.
+
+    The first record of a (run_id, stage, judge) wins: local roots come first, so a W&B copy of a local
+    run is dropped. Returns the tables and the number of duplicates dropped.
+    """
+    rows = [p[0] for p in parsed]
+    table = pd.DataFrame(rows, columns=list(COLUMNS))
+    if table.empty:
+        return table, _empty_cases(), 0
+    dup = table.duplicated(["run_id", "stage", "judge"]).to_numpy()
+    keep = np.flatnonzero(~dup)
+    table = table.iloc[keep].reset_index(drop=True)
+    case_parts = [parsed[i][1] for i in keep]
+    lengths = np.fromiter((len(c[0]) for c in case_parts), dtype=np.int64, count=len(case_parts))
+    if lengths.sum():
+        cases = pd.DataFrame({
+            "row": np.repeat(np.arange(len(table)), lengths),
+            "case": np.concatenate([c[0] for c in case_parts]),
+            "safety": np.concatenate([c[1] for c in case_parts]),
+            "helpfulness": np.concatenate([c[2] for c in case_parts]),
+        })
+    else:
+        cases = _empty_cases()
+    return table, cases, int(dup.sum())
+
+
+def _empty_cases() -> pd.DataFrame:
+    return pd.DataFrame({"row": pd.Series(dtype="int64"), "case": pd.Series(dtype="int64"),
+                         "safety": pd.Series(dtype="float64"), "helpfulness": pd.Series(dtype="float64")})
+
+
+def collect(roots: Iterable[str | os.PathLike[str]], *, extra: Iterable[tuple[dict, tuple]] = (),
+            extra_skipped: Iterable[Skip] = (), extra_not_completed: int = 0) -> Collection:
+    """Collect every completed run record under the roots (plus ``extra`` records, e.g. from W&B)."""
+    roots = [Path(r) for r in roots]
+    parsed: list[tuple[dict, tuple]] = []
+    skipped: list[Skip] = _import_skips(roots)
+    not_completed = extra_not_completed
+    n_dirs = 0
+    for run_dir in find_run_dirs(roots):
+        n_dirs += 1
+        state, recs, skips = read_run_dir(run_dir)
+        if state not in ("completed", "unreadable"):
+            not_completed += 1
+        parsed.extend(recs)
+        skipped.extend(skips)
+    parsed.extend(extra)
+    skipped.extend(extra_skipped)
+    table, cases, dups = build_tables(parsed)
+    return Collection(table, cases, skipped, not_completed, dups, n_dirs)
+
+
+# ----------------------------------------------------------------------------------------------- W&B
+
+
+def _pick(d: Mapping[str, Any], *paths: str) -> Any:
+    """First non-None value among dotted paths in a (possibly nested or flattened) W&B config."""
+    for path in paths:
+        if path in d and d[path] is not None:
+            value = d[path]
+        else:
+            value = d
+            for part in path.split("."):
+                value = value.get(part) if isinstance(value, Mapping) else None
+                if value is None:
+                    break
+        if isinstance(value, Mapping) and "value" in value:  # W&B's raw config wraps values
+            value = value["value"]
+        if value is not None:
+            return value
+    return None
+
+
+#: Metric keys the training side may log per stage, bare or under an ``eval/`` prefix.
+_METRIC_KEYS: tuple[str, ...] = (
+    "safety", "helpfulness", "stage", "objectives", "judge", "pref_acc_safety", "pref_acc_helpfulness",
+    "n_test_cases", "pairs_used", "pairs_dropped", "cases", "case_safety", "case_helpfulness", "run_id",
+    "model", "data", "schedule", "beta", "seed", "label_judges", "group",
+)
+
+
+def wandb_record(run: Any, row: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge one W&B history row with its run's config into our metrics-record shape."""
+    config = dict(run.config or {})
+    rec: dict[str, Any] = {}
+    for key in _METRIC_KEYS:
+        for k in (key, f"eval/{key}", f"stage/{key}"):
+            if row.get(k) is not None:
+                rec[key] = row[k]
+                break
+    stages = _pick(config, "schedule.stages") or []
+    fallbacks = {
+        "run_id": _pick(config, "run_id") or getattr(run, "name", None) or run.id,
+        "group": getattr(run, "group", None) or _pick(config, "group"),
+        "model": _pick(config, "model.name", "model"),
+        "data": _pick(config, "data.name", "data"),
+        "judge": _pick(config, "data.judge", "judge"),
+        "schedule": _pick(config, "schedule.name", "schedule"),
+        "beta": _pick(config, "trainer.beta", "beta"),
+        "seed": _pick(config, "seed"),
+    }
+    for key, value in fallbacks.items():
+        if rec.get(key) is None and value is not None and not isinstance(value, Mapping):
+            rec[key] = value
+    if rec.get("objectives") is None and rec.get("stage") is not None:
+        try:
+            rec["objectives"] = list(stages)[: int(rec["stage"])]
+        except (TypeError, ValueError):
+            pass
+    if rec.get("label_judges") is None and rec.get("objectives") is not None and rec.get("judge"):
+        rec["label_judges"] = [rec["judge"]] * len(rec["objectives"])
+    return rec
+
+
+def read_wandb(api: Any, path: str, group: str | None = None
+               ) -> tuple[list[tuple[dict, tuple]], list[Skip], int]:
+    """Read our runs from the W&B API (``wandb.Api()`` or a recorded stand-in).
+
+    Each history row that carries ``safety`` and ``helpfulness`` is one stage record; the run's config
+    fills in model, data, judge, schedule, beta and seed. Returns (records, skipped, not_completed).
+    """
+    filters = {"group": group} if group else None
+    parsed: list[tuple[dict, tuple]] = []
+    skipped: list[Skip] = []
+    not_completed = 0
+    for run in api.runs(path, filters=filters):
+        name = f"wandb:{path}/{run.id}"
+        if getattr(run, "state", "finished") != "finished":
+            not_completed += 1
+            continue
+        found = 0
+        for i, row in enumerate(run.scan_history()):
+            if not any(row.get(k) is not None for k in ("safety", "eval/safety", "stage/safety")):
+                continue
+            found += 1
+            try:
+                parsed.append(parse_record(wandb_record(run, row), group=group or "", source="wandb"))
+            except ValueError as exc:
+                skipped.append(Skip(f"{name}:history[{i}]", f"{exc!s:.300}"))
+        if not found:
+            skipped.append(Skip(name, "finished W&B run without safety/helpfulness in its history"))
+    return parsed, skipped, not_completed
