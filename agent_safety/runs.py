@@ -318,7 +318,8 @@ def _pick(d: Mapping[str, Any], *paths: str) -> Any:
     return None
 
 
-#: Metric keys the training side may log per stage, bare or under an ``eval/`` prefix.
+#: Metric keys the training side may log per stage, bare or under an ``estimate/`` (what launch logs),
+#: ``eval/`` or ``stage/`` prefix.
 _METRIC_KEYS: tuple[str, ...] = (
     "safety", "helpfulness", "stage", "objectives", "judge", "pref_acc_safety", "pref_acc_helpfulness",
     "n_test_cases", "pairs_used", "pairs_dropped", "cases", "case_safety", "case_helpfulness", "run_id",
@@ -331,7 +332,7 @@ def wandb_record(run: Any, row: Mapping[str, Any]) -> dict[str, Any]:
     config = dict(run.config or {})
     rec: dict[str, Any] = {}
     for key in _METRIC_KEYS:
-        for k in (key, f"eval/{key}", f"stage/{key}"):
+        for k in (key, f"estimate/{key}", f"eval/{key}", f"stage/{key}"):
             if row.get(k) is not None:
                 rec[key] = row[k]
                 break
@@ -377,7 +378,7 @@ def read_wandb(api: Any, path: str, group: str | None = None
             continue
         found = 0
         for i, row in enumerate(run.scan_history()):
-            if not any(row.get(k) is not None for k in ("safety", "eval/safety", "stage/safety")):
+            if not any(row.get(k) is not None for k in ("safety", "estimate/safety", "eval/safety", "stage/safety")):
                 continue
             found += 1
             try:

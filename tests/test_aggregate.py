@@ -1,0 +1,272 @@
+"""``aggregate`` end to end on local run records, W&B records (recorded responses) and bad input."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import zlib
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from agent_safety import aggregate
+from agent_safety.records import RunDir
+
+SCHEDULES = {"S": ["safety"], "H": ["helpfulness"], "SH": ["both"], "S_H": ["safety", "helpfulness"],
+             "H_S": ["helpfulness", "safety"]}
+#: How each objective moves (safety, helpfulness) per stage, so the frontier is a clean trade-off.
+EFFECT = {"safety": (0.8, -0.5), "helpfulness": (-0.45, 0.35), "both": (0.5, -0.25)}
+CASES = {0: [0, 2, 3, 5, 8, 9], 1: [1, 2, 4, 6, 7, 9]}
+
+
+def stage_records(run_id: str, group: str, model: str, schedule: str, seed: int, beta: float,
+                  base: tuple[float, float]) -> list[dict]:
+    """The metrics lines a run of this schedule writes: stage 0 (base), then one per stage."""
+    rng = np.random.default_rng(zlib.crc32(f"{model}-{schedule}-{seed}-{beta}".encode()))
+    s, h = base
+    recs = []
+    for stage in range(len(SCHEDULES[schedule]) + 1):
+        if stage:
+            ds, dh = EFFECT[SCHEDULES[schedule][stage - 1]]
+            s, h = s + ds * (1 + beta), h + dh
+        cases = CASES[seed]
+        cs = np.clip(s + rng.normal(0, 0.3, len(cases)), 0, 3)
+        ch = np.clip(h + rng.normal(0, 0.3, len(cases)), 0, 3)
+        recs.append({
+            "run_id": run_id, "group": group, "model": model, "data": "synthetic", "judge": "synthetic",
+            "schedule": schedule, "beta": beta, "seed": seed, "stage": stage,
+            "objectives": SCHEDULES[schedule][:stage], "label_judges": ["synthetic"] * stage,
+            "safety": float(cs.mean()), "helpfulness": float(ch.mean()), "pref_acc_safety": 0.6,
+            "pref_acc_helpfulness": None, "cases": cases, "case_safety": cs.tolist(),
+            "case_helpfulness": ch.tolist(), "n_test_cases": len(cases), "pairs_used": 10 * stage,
+            "pairs_dropped": 0,
+        })
+    return recs
+
+
+def write_run(root: Path, group: str, run_id: str, records: list[dict], status: str = "completed") -> Path:
+    """A run dir written through the spine's own RunDir, as launch.py writes it."""
+    rd = RunDir(root / group / run_id)
+    rd.root.mkdir(parents=True, exist_ok=True)
+    for rec in records:
+        rd.write_stage_metrics(rec)
+    rd.set_status(status, run_id=run_id)
+    return rd.root
+
+
+def make_runs(root: Path) -> None:
+    """Two tiny models x five schedules x two seeds x two betas, as a small sweep leaves them."""
+    for model, base in (("tiny", (1.2, 2.2)), ("tiny-b", (1.5, 2.0))):
+        for schedule in SCHEDULES:
+            for seed in (0, 1):
+                for beta in (0.05, 0.1):
+                    rid = f"{model}-{schedule}-{seed}-{beta}"
+                    write_run(root, "sweep", rid, stage_records(rid, "sweep", model, schedule, seed, beta, base))
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="agent-safety")
+    aggregate.register(p.add_subparsers(required=True))
+    return p
+
+
+def run_cli(*argv: str) -> int:
+    args = parser().parse_args(["aggregate", *argv])
+    return args.func(args)
+
+
+def test_end_to_end_local_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    make_runs(runs)
+    write_run(runs, "sweep", "still-running", [], status="running")
+    write_run(runs, "sweep", "crashed", [], status="failed")
+    assert run_cli(str(runs), "--out", str(out), "--bootstrap", "100") == 0
+    printed = capsys.readouterr().out
+    assert "2 runs not completed were left out" in printed and "R² = " in printed
+
+    fj = json.loads((out / "frontier.json").read_text())
+    assert {"r2", "r", "slope", "intercept", "n", "r2_ci", "persistence", "skipped"} <= set(fj)
+    # Points: 2 models x 5 configurations x 2 betas; every stage row is a point of its own configuration.
+    assert fj["n"] == 20 and fj["counts"]["not_completed"] == 2 and fj["skipped"] == []
+    assert fj["slope"] < 0 and 0.5 < fj["r2"] <= 1 and fj["r2_ci"][0] <= fj["r2"] <= fj["r2_ci"][1]
+    assert set(fj["persistence"]) == {"0.05", "0.1"}
+    assert all(v["S"] is not None and v["H"] is not None for v in fj["persistence"].values())
+
+    table = pd.read_parquet(out / "runs.parquet")
+    assert len(table) == 2 * 2 * 2 * (2 + 2 + 2 + 3 + 3)  # models x seeds x betas x stage rows per schedule
+    assert {"run_id", "model", "config", "beta", "seed", "judge", "stage", "safety", "helpfulness",
+            "n_cases"} <= set(table.columns)
+    assert set(table["config"]) == {"base", "S", "H", "S&H", "S→H", "H→S"}
+    assert table.loc[table["schedule"] == "S_H"].groupby("stage")["config"].first().tolist() == [
+        "base", "S", "S→H"]
+    assert len(pd.read_csv(out / "runs.csv")) == len(table)
+    cases = pd.read_parquet(out / "cases.parquet")
+    assert len(cases) == 6 * len(table) and set(cases["case"]) == set(CASES[0]) | set(CASES[1])
+    points = pd.read_csv(out / "points.csv")
+    assert {"safety_std", "helpfulness_std", "d_safety", "d_helpfulness", "pareto"} <= set(points.columns)
+    assert points["pareto"].any()
+
+    for name in ("frontier", "raw_scores", "per_model", "persistence"):
+        for ext in ("png", "pdf"):
+            assert (out / "figures" / f"{name}.{ext}").stat().st_size > 5_000, name
+    means_tex = (out / "tables" / "config_means.tex").read_text()
+    assert r"\begin{tabular}" in means_tex and r"S$\to$H" in means_tex and r"S\&H" in means_tex
+    assert "Persist(S)" in (out / "tables" / "persistence.tex").read_text()
+    summary = (out / "summary.md").read_text()
+    assert "R² =" in summary and "2 runs not completed were left out" in summary
+    assert "![frontier](figures/frontier.png)" in summary
+    assert json.loads((out / "skipped.json").read_text()) == []
+
+
+def test_bad_input_is_skipped_with_reasons(tmp_path: Path):
+    runs = tmp_path / "runs"
+    make_runs(runs)
+    good = stage_records("bad", "g", "tiny", "S", 0, 0.1, (1.0, 2.0))
+    d = write_run(runs, "g", "bad", good)
+    lines = (d / "metrics.jsonl").read_text().splitlines()
+    (d / "metrics.jsonl").write_text(lines[0] + "\n" + lines[1][:40] + "\n")  # a truncated record
+    nometrics = write_run(runs, "g", "no-metrics", [])
+    assert not (nometrics / "metrics.jsonl").exists()
+    weird = stage_records("weird", "g", "tiny", "S", 0, 0.1, (1.0, 2.0))
+    weird[1]["objectives"] = ["juggling"]
+    d = runs / "g" / "weird"
+    d.mkdir(parents=True)
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in weird))
+    (d / "status.json").write_text('{"run_id": "weird", "status": "completed", "error": null}')
+    uneven = stage_records("uneven", "g", "tiny", "H", 1, 0.1, (1.0, 2.0))
+    uneven[1]["case_safety"] = uneven[1]["case_safety"][:-1]
+    uneven[0]["safety"] = 4.5
+    write_run(runs, "g", "uneven", uneven)
+    (runs / "g" / "garbled").mkdir()
+    (runs / "g" / "garbled" / "status.json").write_text("{not json")
+
+    result = aggregate.run_aggregate([runs], tmp_path / "out", n_boot=10, figures=False)
+    reasons = {s.source.replace(str(runs), "R"): s.reason for s in result.skipped}
+    assert reasons["R/g/bad/metrics.jsonl:2"].startswith("Unterminated string") or "Expecting" in reasons[
+        "R/g/bad/metrics.jsonl:2"]
+    assert reasons["R/g/no-metrics"] == "completed run dir without metrics.jsonl"
+    assert "cannot parse configuration label" in reasons["R/g/weird/metrics.jsonl:2"]
+    assert "juggling" in reasons["R/g/weird/metrics.jsonl:2"]
+    assert reasons["R/g/uneven/metrics.jsonl:1"] == "safety 4.5 outside 0-3"
+    assert "case lists of different lengths" in reasons["R/g/uneven/metrics.jsonl:2"]
+    assert "status.json unreadable" in reasons["R/g/garbled/status.json"]
+    saved = json.loads((tmp_path / "out" / "skipped.json").read_text())
+    assert len(saved) == len(result.skipped) == 6
+    assert json.loads((tmp_path / "out" / "frontier.json").read_text())["counts"]["skipped"] == 6
+    # The good lines of damaged runs still count: the base line of "bad" and of "weird".
+    assert {"bad", "weird"} <= set(result.collection.table["run_id"])
+
+
+def test_empty_input_exits_nonzero_with_one_line(tmp_path: Path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit) as exc:
+        run_cli(str(tmp_path / "empty"), "--out", str(tmp_path / "out"))
+    assert exc.value.code != 0 and "no completed run records found" in str(exc.value.code)
+    assert "\n" not in str(exc.value.code)
+    write_run(tmp_path / "pending", "g", "r", [], status="pending")
+    with pytest.raises(SystemExit, match=r"1 not completed"):
+        run_cli(str(tmp_path / "pending"), "--out", str(tmp_path / "out"))
+    with pytest.raises(SystemExit, match="not found"):
+        run_cli(str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"))
+    with pytest.raises(SystemExit, match="at least one run root"):
+        run_cli("--out", str(tmp_path / "out"))
+
+
+# ------------------------------------------------------------------------------ W&B, recorded responses
+
+
+class FakeRun(SimpleNamespace):
+    def scan_history(self):
+        return iter(self.history)
+
+
+class FakeApi:
+    """Stands in for ``wandb.Api()``: returns recorded runs, and records the queries it got."""
+
+    def __init__(self, runs: list[dict]):
+        self._runs = [FakeRun(**r) for r in runs]
+        self.queries: list[tuple] = []
+
+    def runs(self, path: str, filters: dict | None = None, **_: object) -> list[FakeRun]:
+        self.queries.append((path, filters))
+        group = (filters or {}).get("group")
+        return [r for r in self._runs if group is None or r.group == group]
+
+
+def recorded_runs() -> list[dict]:
+    """What the W&B API returns for runs logged by launch.py (config = the resolved config)."""
+    def config(model: str, schedule: str, stages: list[str], seed: int) -> dict:
+        return {"model": {"name": model}, "data": {"name": "synthetic", "judge": "synthetic"},
+                "schedule": {"name": schedule, "stages": stages}, "trainer": {"beta": 0.1}, "seed": seed}
+
+    def hist(points: list[tuple[float, float]]) -> list[dict]:
+        rows = [{"_step": 0, "train/loss": 0.7}]  # training-curve rows carry no estimate
+        rows += [{"_step": i + 1, "stage": i, "estimate/safety": s, "estimate/helpfulness": h}
+                 for i, (s, h) in enumerate(points)]
+        return rows
+
+    return [
+        {"id": "w1-abc", "name": "w1", "group": "sweep", "state": "finished",
+         "config": config("tiny", "S_H", ["safety", "helpfulness"], 0),
+         "history": hist([(1.2, 2.2), (2.0, 1.6), (1.7, 1.95)])},
+        {"id": "w2-def", "name": "w2", "group": "sweep", "state": "finished",
+         "config": config("tiny", "H", ["helpfulness"], 0), "history": hist([(1.2, 2.2), (0.8, 2.6)])},
+        {"id": "w3-ghi", "name": "w3", "group": "sweep", "state": "finished",
+         "config": config("tiny", "SH", ["both"], 0), "history": hist([(1.2, 2.2), (1.9, 1.9)])},
+        {"id": "w4-jkl", "name": "w4", "group": "sweep", "state": "running",
+         "config": config("tiny", "S", ["safety"], 1), "history": []},
+        {"id": "w5-mno", "name": "w5", "group": "sweep", "state": "finished",
+         "config": config("tiny", "S", ["safety"], 1), "history": [{"_step": 0, "train/loss": 0.6}]},
+        {"id": "w6-pqr", "name": "w6", "group": "other", "state": "finished",
+         "config": config("tiny", "S", ["safety"], 2), "history": hist([(1.2, 2.2), (2.1, 1.5)])},
+    ]
+
+
+def test_wandb_runs_are_read_from_recorded_responses_and_deduped(tmp_path: Path):
+    runs = tmp_path / "runs"
+    # A local copy of W&B run w2 with different numbers: the local record wins, the W&B one is a duplicate.
+    local = stage_records("w2", "sweep", "tiny", "H", 0, 0.1, (1.2, 2.2))
+    write_run(runs, "sweep", "w2", local)
+    api = FakeApi(recorded_runs())
+    result = aggregate.run_aggregate([runs], tmp_path / "out", wandb_path="me/proj", group="sweep", api=api,
+                                     n_boot=20, figures=False)
+    assert api.queries == [("me/proj", {"group": "sweep"})]
+    t = result.collection.table
+    assert sorted(set(t["run_id"])) == ["w1", "w2", "w3"]
+    assert result.collection.duplicates == 2 and result.collection.not_completed == 1
+    w2 = t[t["run_id"] == "w2"].set_index("stage")
+    assert w2.loc[1, "source"] == "local" and w2.loc[1, "safety"] == pytest.approx(local[1]["safety"])
+    w1 = t[t["run_id"] == "w1"].set_index("stage")
+    assert w1["config"].tolist() == ["base", "S", "S→H"] and w1.loc[2, "safety"] == 1.7
+    assert set(w1["source"]) == {"wandb"} and set(w1["beta"]) == {0.1} and set(w1["model"]) == {"tiny"}
+    assert {s.source: s.reason for s in result.skipped} == {
+        "wandb:me/proj/w5-mno": "finished W&B run without safety/helpfulness in its history",
+        "persistence judge=synthetic model=tiny beta=0.1 Persist(H)": "missing configuration(s) ['H→S']"}
+    assert result.fit.n == 4  # S (stage 1 of w1's S_H), S→H, H (local w2) and S&H
+    fj = json.loads((tmp_path / "out" / "frontier.json").read_text())
+    assert fj["counts"]["duplicates"] == 2
+
+
+def test_wandb_log_summary_run(tmp_path: Path):
+    runs = tmp_path / "runs"
+    make_runs(runs)
+    logged: dict = {}
+
+    class FakeWandbRun:
+        summary: dict = {}
+
+        def log(self, data: dict) -> None:
+            logged.update(data)
+
+        def finish(self) -> None:
+            logged["finished"] = True
+
+    fake = SimpleNamespace(init=lambda **kw: logged.setdefault("init", kw) and FakeWandbRun(),
+                           Table=lambda dataframe: ("table", len(dataframe)), Image=lambda path: ("image", path))
+    aggregate.run_aggregate([runs], tmp_path / "out", n_boot=10, wandb_log=True, wandb_module=fake)
+    assert logged["init"]["job_type"] == "aggregate" and logged["init"]["mode"] == "offline"
+    assert logged["runs"][0] == "table" and logged["figures/frontier"][0] == "image" and logged["finished"]
+    assert FakeWandbRun.summary["n"] == 20
