@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from agent_safety.trajectories import Benchmark, DataError, load_benchmark
+from agent_safety.trajectories import Benchmark, load_benchmark
 
 #: Bump when the synthetic generator's output changes, so cached copies are regenerated.
 SYNTHETIC_VERSION = "1"
@@ -44,9 +44,10 @@ def synthetic_root(data_cfg: Any, cache_dir: str | Path) -> Path:
 def data_root(data_cfg: Any, cache_dir: str | Path) -> Path:
     if data_cfg.source == "synthetic":
         return synthetic_root(data_cfg, cache_dir)
-    if not data_cfg.root:
-        raise DataError(f"data.root is not set for data={data_cfg.name}: point it at a checkout or extracted "
-                        "archive of the study's repository")
+    if not data_cfg.root:  # first use: fetch (or find in the cache) the study's data at the pinned commit
+        from agent_safety.fetch import fetch
+
+        return fetch()
     return Path(data_cfg.root)
 
 
