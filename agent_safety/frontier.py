@@ -183,9 +183,11 @@ def bootstrap_r2(table: pd.DataFrame, cases: pd.DataFrame, *, n_boot: int = 1000
     rng = np.random.default_rng(seed)
     if len(cases):
         crow = cases["row"].to_numpy()
-        data = table["data"].to_numpy()[crow] if "data" in table else np.zeros(len(crow))
-        cidx = pd.MultiIndex.from_arrays([data, cases["case"].to_numpy()]).factorize()[0]
-        n_univ = cidx.max() + 1
+        data_code = pd.factorize(table["data"])[0] if "data" in table else np.zeros(len(table), np.int64)
+        case = cases["case"].to_numpy()
+        span = int(case.max() - case.min()) + 1
+        _, cidx = np.unique(data_code[crow] * span + (case - case.min()), return_inverse=True)
+        n_univ = int(cidx.max()) + 1
         flat = group_id[crow] * n_univ + cidx
         size = n_groups * n_univ
         sums = {m: np.bincount(flat, weights=cases[m].to_numpy(), minlength=size).reshape(n_groups, n_univ)
@@ -201,11 +203,9 @@ def bootstrap_r2(table: pd.DataFrame, cases: pd.DataFrame, *, n_boot: int = 1000
     else:
         values = {m: np.repeat(fixed[m][:, None], n_boot, axis=1) for m in METRICS}
     n_points = len(point_index)
-    pv = {}
-    for m in METRICS:
-        out = np.zeros((n_points, n_boot))
-        np.add.at(out, group_point, values[m] * group_w[:, None])
-        pv[m] = out
+    to_points = np.zeros((n_points, n_groups))  # point value = weighted sum of its groups' values
+    to_points[group_point, np.arange(n_groups)] = group_w
+    pv = {m: to_points @ values[m] for m in METRICS}
     pts = point_index.to_frame(index=False, name=POINT_KEYS)
     is_base = (pts["config"] == "base").to_numpy()
     base_of = pd.Series(np.flatnonzero(is_base), index=pts.loc[is_base, "model"].to_numpy())

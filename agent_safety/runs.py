@@ -7,12 +7,14 @@ Only completed runs are used; the others are counted. Every record that cannot b
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import cache
+from itertools import chain
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -35,6 +37,8 @@ REQUIRED_KEYS: tuple[str, ...] = (
 SCORE_RANGE: tuple[float, float] = (0.0, 3.0)
 #: Upstream file written by ``import-published`` next to the run records it made.
 IMPORT_SKIPPED_FILE = "import_skipped.json"
+#: Below this many run dirs, a second process costs more than it saves.
+PARALLEL_MIN_DIRS = 2000
 
 
 @dataclass(frozen=True)
@@ -65,27 +69,37 @@ def config_label(objectives: Iterable[str]) -> str:
 
     Raises ValueError for an objective it does not know, so the caller can skip the record with a reason.
     """
-    objs = list(objectives)
+    return _label(tuple(objectives))
+
+
+@cache
+def _label(objs: tuple[str, ...]) -> str:
+    """Memoised: a collection has a handful of distinct objective lists and many thousand records."""
     if not objs:
         return "base"
     bad = [o for o in objs if o not in OBJECTIVE_LETTERS]
     if bad:
-        raise ValueError(f"cannot parse configuration label: unknown objective(s) {bad} in {objs}")
+        raise ValueError(f"cannot parse configuration label: unknown objective(s) {bad} in {list(objs)}")
     return "→".join(OBJECTIVE_LETTERS[o] for o in objs)
 
 
 def find_run_dirs(roots: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
-    """Yield every folder holding ``status.json`` under the roots, at any depth.
+    """Yield every folder holding ``status.json`` under the roots, at any depth, in sorted order.
 
     The walk does not descend into a run dir: its checkpoints can be large and hold no records.
     """
-    for root in roots:
-        for dirpath, dirnames, filenames in os.walk(root):
-            if "status.json" in filenames:
-                dirnames.clear()
-                yield Path(dirpath)
-            else:
-                dirnames.sort()
+    stack = [os.fspath(r) for r in reversed(list(roots))]
+    while stack:
+        top = stack.pop()
+        try:
+            with os.scandir(top) as it:
+                entries = list(it)
+        except OSError:
+            continue
+        if any(e.name == "status.json" for e in entries):
+            yield Path(top)
+            continue
+        stack.extend(sorted((e.path for e in entries if e.is_dir(follow_symlinks=False)), reverse=True))
 
 
 def _as_float(value: Any, key: str, *, optional: bool = False) -> float | None:
@@ -120,19 +134,33 @@ def _str_list(value: Any, key: str) -> list[str]:
     return list(value)
 
 
-def _case_set_id(cases: np.ndarray) -> int:
-    """A stable 63-bit id of a list of case indices (0 for none); stable across processes, unlike hash()."""
-    if not len(cases):
-        return 0
-    digest = hashlib.blake2b(np.ascontiguousarray(cases, dtype="<i8").tobytes(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1 or 1
+def _case_set_id(cases: Sequence[int]) -> int:
+    """A positive id of a list of case indices (0 for none). Tuples of ints hash the same in every
+    process (only str and bytes hashes are salted), so the id is reproducible."""
+    return (hash(tuple(cases)) & 0x7FFF_FFFF_FFFF_FFFF) or 1 if len(cases) else 0
+
+
+def _check_cases(cases: list, cs: list, ch: list) -> None:
+    """Per-case lists: ints for cases, scores on the 0-3 scale. Pure Python: min/max beat numpy here."""
+    lo, hi = SCORE_RANGE
+    try:
+        if type(sum(cases)) is not int:  # a float or a string anywhere spoils the sum's type
+            raise TypeError
+    except TypeError:
+        raise ValueError("cases must be integers") from None
+    try:
+        ok = lo <= min(cs) and max(cs) <= hi and lo <= min(ch) and max(ch) <= hi
+    except TypeError:
+        raise ValueError("per-case scores are not numbers") from None
+    if not ok:
+        raise ValueError(f"a per-case score lies outside {lo:g}-{hi:g}")
 
 
 def parse_record(rec: Mapping[str, Any], *, group: str = "", source: str = "local") -> tuple[dict, tuple]:
     """Validate one metrics record and turn it into a tidy row plus its per-case scores.
 
-    Returns ``(row, (cases, case_safety, case_helpfulness))``. Raises ValueError naming the problem; the
-    caller records it in the skipped list.
+    Returns ``(row, (cases, case_safety, case_helpfulness))``, the lists as given. Raises ValueError
+    naming the problem; the caller records it in the skipped list.
     """
     if not isinstance(rec, Mapping):
         raise ValueError(f"record is not a JSON object: {type(rec).__name__}")
@@ -160,17 +188,7 @@ def parse_record(rec: Mapping[str, Any], *, group: str = "", source: str = "loca
         raise ValueError(f"case lists of different lengths: cases {len(cases)}, case_safety {len(cs)}, "
                          f"case_helpfulness {len(ch)}")
     if cases:
-        try:
-            cases_a = np.asarray(cases, dtype=np.int64)
-            cs_a = np.asarray(cs, dtype=np.float64)
-            ch_a = np.asarray(ch, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"per-case scores are not numbers: {exc}") from None
-        if not (np.all((cs_a >= lo) & (cs_a <= hi)) and np.all((ch_a >= lo) & (ch_a <= hi))):
-            raise ValueError(f"a per-case score lies outside {lo:g}-{hi:g}")
-    else:
-        cases_a = np.empty(0, np.int64)
-        cs_a = ch_a = np.empty(0, np.float64)
+        _check_cases(cases, cs, ch)
     n_test = _as_int(rec.get("n_test_cases"), "n_test_cases", optional=True)
     row = {
         "run_id": str(rec["run_id"]),
@@ -191,14 +209,14 @@ def parse_record(rec: Mapping[str, Any], *, group: str = "", source: str = "loca
         "pref_acc_safety": _as_float(rec.get("pref_acc_safety"), "pref_acc_safety", optional=True),
         "pref_acc_helpfulness": _as_float(rec.get("pref_acc_helpfulness"), "pref_acc_helpfulness",
                                           optional=True),
-        "n_cases": len(cases_a) if len(cases_a) else (n_test or 0),
+        "n_cases": len(cases) if cases else (n_test or 0),
         "n_test_cases": n_test,
         "pairs_used": _as_int(rec.get("pairs_used"), "pairs_used", optional=True),
         "pairs_dropped": _as_int(rec.get("pairs_dropped"), "pairs_dropped", optional=True),
         # Identifies the set of test cases scored; rows sharing it can be pooled case by case.
-        "case_set": _case_set_id(cases_a),
+        "case_set": _case_set_id(cases),
     }
-    return row, (cases_a, cs_a, ch_a)
+    return row, (cases, cs, ch)
 
 
 def read_run_dir(run_dir: Path) -> tuple[str, list[tuple[dict, tuple]], list[Skip]]:
@@ -244,31 +262,82 @@ def _import_skips(roots: Iterable[str | os.PathLike[str]]) -> list[Skip]:
     return out
 
 
+@dataclass
+class _Part:
+    """Records of a batch of run dirs, columnar so it crosses process boundaries cheaply."""
+
+    table: pd.DataFrame
+    lengths: np.ndarray
+    cases: np.ndarray
+    safety: np.ndarray
+    helpfulness: np.ndarray
+    skipped: list[Skip] = field(default_factory=list)
+    not_completed: int = 0
+    n_dirs: int = 0
+
+
+def _to_part(parsed: list[tuple[dict, tuple]]) -> _Part:
+    """Stack parsed records into columns: one conversion for all per-case lists, not one per record."""
+    table = pd.DataFrame([p[0] for p in parsed], columns=list(COLUMNS))
+    lengths = np.fromiter((len(p[1][0]) for p in parsed), dtype=np.int64, count=len(parsed))
+    flat = [np.array(list(chain.from_iterable(p[1][k] for p in parsed)), dtype=dtype)
+            for k, dtype in ((0, np.int64), (1, np.float64), (2, np.float64))]
+    return _Part(table, lengths, *flat)
+
+
+def _read_batch(run_dirs: list[Path]) -> _Part:
+    parsed: list[tuple[dict, tuple]] = []
+    skipped: list[Skip] = []
+    not_completed = 0
+    for run_dir in run_dirs:
+        state, recs, skips = read_run_dir(run_dir)
+        if state not in ("completed", "unreadable"):
+            not_completed += 1
+        parsed.extend(recs)
+        skipped.extend(skips)
+    part = _to_part(parsed)
+    part.skipped, part.not_completed, part.n_dirs = skipped, not_completed, len(run_dirs)
+    return part
+
+
+def _read_all(run_dirs: list[Path], workers: int) -> list[_Part]:
+    """Read run dirs, in two processes when there are many (JSON parsing is the cost)."""
+    if workers <= 1 or len(run_dirs) < PARALLEL_MIN_DIRS:
+        return [_read_batch(run_dirs)]
+    size = -(-len(run_dirs) // (2 * workers))
+    batches = [run_dirs[i:i + size] for i in range(0, len(run_dirs), size)]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(_read_batch, batches))
+
+
+def _finish(parts: list[_Part]) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """Concatenate parts in order and drop duplicate (run_id, stage, judge) records, the first winning."""
+    parts = [p for p in parts if len(p.table)]
+    if not parts:
+        return pd.DataFrame(columns=list(COLUMNS)), _empty_cases(), 0
+    table = pd.concat([p.table for p in parts], ignore_index=True) if len(parts) > 1 else parts[0].table
+    lengths = np.concatenate([p.lengths for p in parts])
+    dup = table.duplicated(["run_id", "stage", "judge"]).to_numpy()
+    keep_case = np.repeat(~dup, lengths)
+    table = table[~dup].reset_index(drop=True)
+    lengths = lengths[~dup]
+    if not lengths.sum():
+        return table, _empty_cases(), int(dup.sum())
+    cases = pd.DataFrame({
+        "row": np.repeat(np.arange(len(table)), lengths),
+        **{name: np.concatenate([getattr(p, attr) for p in parts])[keep_case]
+           for name, attr in (("case", "cases"), ("safety", "safety"), ("helpfulness", "helpfulness"))},
+    })
+    return table, cases, int(dup.sum())
+
+
 def build_tables(parsed: list[tuple[dict, tuple]]) -> tuple[pd.DataFrame, pd.DataFrame, int]:
     """Turn parsed records into the tidy table and the per-case table, deduplicated by run, stage, judge.
 
     The first record of a (run_id, stage, judge) wins: local roots come first, so a W&B copy of a local
     run is dropped. Returns the tables and the number of duplicates dropped.
     """
-    rows = [p[0] for p in parsed]
-    table = pd.DataFrame(rows, columns=list(COLUMNS))
-    if table.empty:
-        return table, _empty_cases(), 0
-    dup = table.duplicated(["run_id", "stage", "judge"]).to_numpy()
-    keep = np.flatnonzero(~dup)
-    table = table.iloc[keep].reset_index(drop=True)
-    case_parts = [parsed[i][1] for i in keep]
-    lengths = np.fromiter((len(c[0]) for c in case_parts), dtype=np.int64, count=len(case_parts))
-    if lengths.sum():
-        cases = pd.DataFrame({
-            "row": np.repeat(np.arange(len(table)), lengths),
-            "case": np.concatenate([c[0] for c in case_parts]),
-            "safety": np.concatenate([c[1] for c in case_parts]),
-            "helpfulness": np.concatenate([c[2] for c in case_parts]),
-        })
-    else:
-        cases = _empty_cases()
-    return table, cases, int(dup.sum())
+    return _finish([_to_part(list(parsed))])
 
 
 def _empty_cases() -> pd.DataFrame:
@@ -277,24 +346,20 @@ def _empty_cases() -> pd.DataFrame:
 
 
 def collect(roots: Iterable[str | os.PathLike[str]], *, extra: Iterable[tuple[dict, tuple]] = (),
-            extra_skipped: Iterable[Skip] = (), extra_not_completed: int = 0) -> Collection:
+            extra_skipped: Iterable[Skip] = (), extra_not_completed: int = 0,
+            workers: int | None = None) -> Collection:
     """Collect every completed run record under the roots (plus ``extra`` records, e.g. from W&B)."""
     roots = [Path(r) for r in roots]
-    parsed: list[tuple[dict, tuple]] = []
-    skipped: list[Skip] = _import_skips(roots)
-    not_completed = extra_not_completed
-    n_dirs = 0
-    for run_dir in find_run_dirs(roots):
-        n_dirs += 1
-        state, recs, skips = read_run_dir(run_dir)
-        if state not in ("completed", "unreadable"):
-            not_completed += 1
-        parsed.extend(recs)
-        skipped.extend(skips)
-    parsed.extend(extra)
-    skipped.extend(extra_skipped)
-    table, cases, dups = build_tables(parsed)
-    return Collection(table, cases, skipped, not_completed, dups, n_dirs)
+    run_dirs = list(find_run_dirs(roots))
+    workers = min(2, os.cpu_count() or 1) if workers is None else workers
+    parts = _read_all(run_dirs, workers)
+    extra = list(extra)
+    if extra:
+        parts.append(_to_part(extra))
+    table, cases, dups = _finish(parts)
+    skipped = _import_skips(roots) + [s for p in parts for s in p.skipped] + list(extra_skipped)
+    not_completed = extra_not_completed + sum(p.not_completed for p in parts)
+    return Collection(table, cases, skipped, not_completed, dups, len(run_dirs))
 
 
 # ----------------------------------------------------------------------------------------------- W&B
