@@ -234,13 +234,13 @@ def write_outputs(result: Result, out: Path, *, figures: bool = True) -> list[Pa
 
 
 def log_to_wandb(result: Result, out: Path, figures: Sequence[Path], *, project: str, entity: str | None,
-                 wandb_module: Any = None) -> None:
+                 roots: Sequence[Path] = (), wandb_module: Any = None) -> None:
     """Log the tables, fit and figures to one W&B summary run (offline unless WANDB_MODE says otherwise)."""
     if wandb_module is None:
         import wandb as wandb_module
     run = wandb_module.init(project=project, entity=entity, job_type="aggregate", name="frontier",
                             dir=str(out), mode=os.environ.get("WANDB_MODE", "offline"),
-                            config={"roots": [str(r) for r in getattr(result, "roots", [])]})
+                            config={"roots": [str(r) for r in roots], "n_boot": result.bootstrap["n_boot"]})
     try:
         run.log({"runs": wandb_module.Table(dataframe=result.collection.table),
                  "points": wandb_module.Table(dataframe=result.points),
@@ -263,11 +263,11 @@ def run_aggregate(roots: Iterable[str | os.PathLike[str]], out: str | os.PathLik
         raise SystemExit(f"aggregate: run root(s) not found: {', '.join(missing)}")
     extra, extra_skipped, extra_nc = [], [], 0
     if wandb_path:
-        if api is None:
-            import wandb
-
-            api = wandb.Api()
         try:
+            if api is None:
+                import wandb
+
+                api = wandb.Api()
             extra, extra_skipped, extra_nc = read_wandb(api, wandb_path, group)
         except Exception as exc:  # noqa: BLE001 - any API failure becomes one clear line
             raise SystemExit(f"aggregate: reading W&B {wandb_path} failed: {type(exc).__name__}: {exc}") from None
@@ -285,7 +285,8 @@ def run_aggregate(roots: Iterable[str | os.PathLike[str]], out: str | os.PathLik
     fig_paths = write_outputs(result, out, figures=figures)
     if wandb_log:
         project, _, entity = _split_wandb_path(wandb_path or "agent-safety")
-        log_to_wandb(result, out, fig_paths, project=project, entity=entity, wandb_module=wandb_module)
+        log_to_wandb(result, out, fig_paths, project=project, entity=entity, roots=roots,
+                     wandb_module=wandb_module)
     return result
 
 
