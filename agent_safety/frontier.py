@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-POINT_KEYS: list[str] = ["model", "config", "beta"]
+POINT_KEYS: tuple[str, ...] = ("model", "config", "beta")
 #: Display order of the configurations; others follow alphabetically.
 CONFIG_ORDER: tuple[str, ...] = ("base", "S", "H", "S&H", "S→H", "H→S")
 METRICS: tuple[str, str] = ("safety", "helpfulness")
@@ -55,17 +55,17 @@ def point_means(table: pd.DataFrame) -> pd.DataFrame:
     cells = t.groupby([*POINT_KEYS, "judge", "seed"], dropna=False, sort=False)[list(METRICS)]
     cell = cells.mean()
     cell["n_records"] = cells.size()
-    grouped = cell.groupby(level=POINT_KEYS, dropna=False, sort=False)
+    grouped = cell.groupby(level=list(POINT_KEYS), dropna=False, sort=False)
     points = grouped[list(METRICS)].mean()
     points["n_records"] = grouped["n_records"].sum()
     points["n_cells"] = grouped.size()
     per_seed = cell.groupby(level=[*POINT_KEYS, "seed"], dropna=False, sort=False)[list(METRICS)].mean()
-    seed_groups = per_seed.groupby(level=POINT_KEYS, dropna=False, sort=False)
+    seed_groups = per_seed.groupby(level=list(POINT_KEYS), dropna=False, sort=False)
     std = seed_groups.std(ddof=1)
     points["safety_std"] = std["safety"]
     points["helpfulness_std"] = std["helpfulness"]
     points["n_seeds"] = seed_groups.size()
-    points["n_judges"] = t.groupby(POINT_KEYS, dropna=False, sort=False)["judge"].nunique()
+    points["n_judges"] = t.groupby(list(POINT_KEYS), dropna=False, sort=False)["judge"].nunique()
     points = points.reset_index()
     return sort_points(points)
 
@@ -160,7 +160,7 @@ def bootstrap_r2(table: pd.DataFrame, cases: pd.DataFrame, *, n_boot: int = 1000
         return empty
     t = _point_frame(table)
     t["case_set"] = table["case_set"].to_numpy()
-    point_id, point_index = pd.MultiIndex.from_frame(t[POINT_KEYS]).factorize()
+    point_id, point_index = pd.MultiIndex.from_frame(t[list(POINT_KEYS)]).factorize()
     t["point"] = point_id
     cell_id = t.groupby(["point", "judge", "seed"], sort=False).ngroup().to_numpy()
     cell_size = np.bincount(cell_id)
@@ -206,7 +206,7 @@ def bootstrap_r2(table: pd.DataFrame, cases: pd.DataFrame, *, n_boot: int = 1000
     to_points = np.zeros((n_points, n_groups))  # point value = weighted sum of its groups' values
     to_points[group_point, np.arange(n_groups)] = group_w
     pv = {m: to_points @ values[m] for m in METRICS}
-    pts = point_index.to_frame(index=False, name=POINT_KEYS)
+    pts = point_index.to_frame(index=False, name=list(POINT_KEYS))
     is_base = (pts["config"] == "base").to_numpy()
     base_of = pd.Series(np.flatnonzero(is_base), index=pts.loc[is_base, "model"].to_numpy())
     base_idx = pts["model"].map(base_of)

@@ -13,7 +13,6 @@ import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from functools import cache
 from itertools import chain
 from pathlib import Path
 from types import MappingProxyType
@@ -69,18 +68,24 @@ def config_label(objectives: Iterable[str]) -> str:
 
     Raises ValueError for an objective it does not know, so the caller can skip the record with a reason.
     """
-    return _label(tuple(objectives))
+    objs = tuple(objectives)
+    return _STUDY_LABELS.get(objs) or _label(objs)
 
 
-@cache
 def _label(objs: tuple[str, ...]) -> str:
-    """Memoised: a collection has a handful of distinct objective lists and many thousand records."""
     if not objs:
         return "base"
     bad = [o for o in objs if o not in OBJECTIVE_LETTERS]
     if bad:
         raise ValueError(f"cannot parse configuration label: unknown objective(s) {bad} in {list(objs)}")
     return "→".join(OBJECTIVE_LETTERS[o] for o in objs)
+
+
+#: The study's configurations, looked up rather than rebuilt for each of many thousand records.
+_STUDY_LABELS: Mapping[tuple[str, ...], str] = MappingProxyType({
+    objs: _label(objs) for objs in ((), ("safety",), ("helpfulness",), ("both",), ("safety", "helpfulness"),
+                                    ("helpfulness", "safety"))
+})
 
 
 def find_run_dirs(roots: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
