@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import shutil
 import tarfile
 import time
 from collections.abc import Mapping
@@ -76,10 +77,12 @@ def assert_nothing_left(cache: Path) -> None:
     assert not cache.exists() or list(cache.iterdir()) == []
 
 
-def test_shared_archive_is_verified_and_cached(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_shared_archive_is_verified_and_cached(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                               request: pytest.FixtureRequest) -> None:
     archive = shared_archive("upstream-data.tar.xz")
     manifest = load_manifest()
     root = fetch(cache_dir=tmp_path, archive=archive, progress=False)
+    request.addfinalizer(lambda: shutil.rmtree(root, ignore_errors=True))  # 192 MB pytest would keep
     assert root == tmp_path / CACHE_NAME
     assert len(manifest) == 1624
     assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != STAMP) \
