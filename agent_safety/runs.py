@@ -96,15 +96,15 @@ def find_run_dirs(roots: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
     stack = [os.fspath(r) for r in reversed(list(roots))]
     while stack:
         top = stack.pop()
-        try:
-            with os.scandir(top) as it:
-                entries = list(it)
-        except OSError:
-            continue
-        if any(e.name == "status.json" for e in entries):
+        if os.path.isfile(os.path.join(top, "status.json")):  # one stat, cheaper than listing a run dir
             yield Path(top)
             continue
-        stack.extend(sorted((e.path for e in entries if e.is_dir(follow_symlinks=False)), reverse=True))
+        try:
+            with os.scandir(top) as it:
+                subdirs = [e.path for e in it if e.is_dir(follow_symlinks=False)]
+        except OSError:
+            continue
+        stack.extend(sorted(subdirs, reverse=True))
 
 
 def _as_float(value: Any, key: str, *, optional: bool = False) -> float | None:
@@ -306,13 +306,16 @@ def _read_batch(run_dirs: list[Path]) -> _Part:
 
 
 def _read_all(run_dirs: list[Path], workers: int) -> list[_Part]:
-    """Read run dirs, in two processes when there are many (JSON parsing is the cost)."""
+    """Read run dirs; with many, split them between this process and ``workers - 1`` others (JSON
+    parsing is the cost, and it is CPU-bound)."""
     if workers <= 1 or len(run_dirs) < PARALLEL_MIN_DIRS:
         return [_read_batch(run_dirs)]
-    size = -(-len(run_dirs) // (2 * workers))
+    size = -(-len(run_dirs) // workers)
     batches = [run_dirs[i:i + size] for i in range(0, len(run_dirs), size)]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(_read_batch, batches))
+    with ProcessPoolExecutor(max_workers=len(batches) - 1) as pool:
+        futures = [pool.submit(_read_batch, b) for b in batches[1:]]
+        first = _read_batch(batches[0])
+        return [first, *(f.result() for f in futures)]
 
 
 def _finish(parts: list[_Part]) -> tuple[pd.DataFrame, pd.DataFrame, int]:
