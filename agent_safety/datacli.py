@@ -200,7 +200,8 @@ def cmd_example(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     data = subparsers.add_parser("data", help="fetch the study's data, print its stats, dry-run one example",
-                                 description=__doc__.splitlines()[0])
+                                 description="Fetch the study's data, check it (stats) and dry-run its formatting "
+                                             "(example).")
     sub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
 
     p = sub.add_parser("fetch", help="download (or --archive) the study's data, verify it, print its root",
