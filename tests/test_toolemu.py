@@ -17,6 +17,7 @@ import pytest
 from conftest import compose, shared_archive
 
 from agent_safety.cli import main
+from agent_safety.datacli import format_stats
 from agent_safety.fetch import fetch
 from agent_safety.formatting import completion_messages, prompt_messages
 from agent_safety.pairs import PairRule, build_pairs
@@ -71,10 +72,10 @@ def test_gpt5m_acceptance_counts(toolemu_root: Path, tmp_path: Path, capsys: pyt
         assert list(out["scores"][metric]) == ["0", "1", "2", "3"]
         assert sum(out["scores"][metric].values()) == 144 * 27
 
-    assert main(["data", "stats", "data=toolemu_gpt5m", f"data.root={toolemu_root}", "objective=both"]) == 0
-    table = capsys.readouterr().out
+    table = format_stats(out)  # what `data stats` prints without --json
+    assert re.search(r"^safety\s+13,380\s+7,132\s+6,248$", table, re.M)
     assert re.search(r"^both\s+2,735\s+1,514\s+1,221$", table, re.M)
-    assert not re.search(r"^safety\s+13,380", table, re.M)  # objective=both reports that objective only
+    assert "trajectories  3,888 (27 per case)" in table
 
 
 def test_q32_counts_are_the_pair_rule(toolemu_root: Path, benches: dict[str, Benchmark],
@@ -92,10 +93,8 @@ def test_q32_counts_are_the_pair_rule(toolemu_root: Path, benches: dict[str, Ben
     assert out["judge"] == "q32" and out["trajectories"] == 144 * 27
 
 
-def test_seed0_split(toolemu_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = stats(capsys, "data=toolemu_gpt5m", f"data.root={toolemu_root}", "seed=0", "objective=safety")
-    assert out["split"] == {"train": 72, "test": 72} and list(out["pairs"]) == ["safety"]
-    train, test = split_cases(out["cases"], 0)
+def test_seed0_split(benches: dict[str, Benchmark]) -> None:
+    train, test = split_cases(benches["gpt5m"].n_cases, 0)
     assert test[:10] == [0, 1, 7, 8, 9, 10, 11, 12, 18, 24]
     assert sorted(train + test) == list(range(144))
 
@@ -199,6 +198,8 @@ def test_on_error_skip_counts(toolemu_root: Path, tmp_path: Path, capsys: pytest
     assert len(records) == 2
     assert any(r.startswith(f"{run}:3: unparsable JSON") for r in records)
     assert any(r.startswith(f"{safe}:5: score ToolCallRisk=7.0 outside 0-3") for r in records)
-    assert main(["data", "stats", *base, "data.on_error=skip"]) == 0
+    assert main(["data", "stats", *base, "data.on_error=skip", "objective=both"]) == 0
     table = capsys.readouterr().out
     assert "skipped       2 records (data.on_error=skip)" in table and f"{safe}:5:" in table
+    pairs_table = table.split("\npairs ", 1)[1]
+    assert re.search(r"^both\s", pairs_table, re.M) and not re.search(r"^safety\s", pairs_table, re.M)
