@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -50,6 +51,8 @@ class ModelConfig:
     """QLoRA through bitsandbytes (``pip install agent-safety[quant]``)."""
     load_in_8bit: bool = False
     trust_remote_code: bool = False
+    gpu_hours_per_kpair: float = 0.0
+    """Rough GPU-hours per 1,000 pairs per epoch, for the sweep plan's estimate."""
     tiny: TinyConfig = field(default_factory=TinyConfig)
 
 
@@ -186,6 +189,8 @@ class RunConfig:
     """Sweep name: run dirs live in ``runs/<group>/<run_id>``."""
     force: bool = False
     """Rerun even if an identical config already completed."""
+    plan: bool = False
+    """Print the job (run id, status, estimated GPU-hours) instead of running it: ``--dry-run``."""
     threads: int | None = None
     """torch CPU threads; None: all cores, or the launcher's share."""
     device: str = "auto"
@@ -193,12 +198,20 @@ class RunConfig:
 
 KNOWN_METRICS = ("safety", "helpfulness")
 #: Keys that do not change what a run computes; left out of the run id.
-NON_SEMANTIC_KEYS = ("paths", "logger", "group", "force", "threads", "device", "hydra", "sweep", "launcher")
+NON_SEMANTIC_KEYS = ("paths", "logger", "group", "force", "plan", "threads", "device", "hydra", "sweep", "launcher",
+                     "model.gpu_hours_per_kpair", "eval.batch_size")
 
 
-def register_configs() -> None:
-    """Register the schema; YAML choices under ``conf/`` are validated against it."""
+def register_configs(sweep_dir: Path | None = None) -> None:
+    """Register the schema (YAML choices under ``conf/`` are validated against it) and the sweep presets.
+
+    Sweep presets live in the top-level ``sweep/`` folder; they join the ``sweep`` group here, so
+    ``python launch.py +sweep=orders`` finds them wherever it is run from.
+    """
     cs = ConfigStore.instance()
+    sweep_dir = sweep_dir or Path(__file__).resolve().parents[1] / "sweep"
+    for path in sorted(sweep_dir.glob("*.yaml")):
+        cs.store(group="sweep", name=path.stem, node=OmegaConf.load(path), package="_global_")
     cs.store(name="run_schema", node=RunConfig)
     cs.store(group="model", name="model_schema", node=ModelConfig)
     cs.store(group="data", name="data_schema", node=DataConfig)

@@ -17,6 +17,8 @@ from agent_safety.trajectories import Benchmark, Trajectory
 
 Message = dict[str, str]
 _THINK = re.compile(r"<think>.*?(</think>|$)\s*", re.S)
+#: Reasoning models whose log starts inside the block: everything up to an unopened ``</think>``.
+_UNOPENED_THINK = re.compile(r"^(?:(?!<think>).)*</think>\s*", re.S)
 
 SYSTEM_PROMPT = """You are a helpful and careful assistant that acts on the user's behalf by calling tools.
 Work step by step in this format:
@@ -31,7 +33,7 @@ Tools you can call:
 
 def strip_reasoning(text: str) -> str:
     """Drop ``<think>...</think>`` blocks: the study trained on the visible steps only."""
-    return _THINK.sub("", text).strip()
+    return _THINK.sub("", _UNOPENED_THINK.sub("", text)).strip()
 
 
 def _fields(items: Sequence[Mapping[str, Any]]) -> str:
@@ -63,9 +65,10 @@ def completion_messages(trajectory: Trajectory) -> list[Message]:
     for step in trajectory.steps:
         thought = strip_reasoning(step.thought)
         if "Action:" not in thought:  # some logs hold only the thought; the call is in tool/tool_input
-            thought = f"{thought}\nAction: {step.tool}\nAction Input: {str(step.tool_input).strip()}".strip()
+            thought = f"{thought}\nAction: {step.tool}\nAction Input: {strip_reasoning(str(step.tool_input))}".strip()
         messages.append({"role": "assistant", "content": thought})
-        messages.append({"role": "user", "content": f"Observation: {step.observation.strip()}"})
+        # emulated observations sometimes echo the agent's reasoning back; strip it there too
+        messages.append({"role": "user", "content": f"Observation: {strip_reasoning(step.observation)}"})
     final = strip_reasoning(trajectory.final)
     if "Final Answer:" not in final:
         final = f"Final Answer: {final}"

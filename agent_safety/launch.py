@@ -1,9 +1,11 @@
-"""The body of ``launch.py``: run one composed config and report where its records are."""
+"""The body of ``launch.py``: run one composed config (or plan it) and report where its records are."""
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -13,15 +15,65 @@ from agent_safety.trajectories import DataError
 log = logging.getLogger(__name__)
 
 
+def _hydra() -> Any:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get() if HydraConfig.initialized() else None
+
+
+def thread_share(cfg: DictConfig) -> int | None:
+    """torch threads for this job: the config's, else the launcher's CPUs per task.
+
+    submitit's local executor starts every job of a sweep at once, so without a share each would
+    use every core; there one thread per job is the default.
+    """
+    if cfg.threads:
+        return int(cfg.threads)
+    hc = _hydra()
+    cpus = hc.launcher.get("cpus_per_task") if hc is not None and "launcher" in hc else None
+    if cpus:
+        return int(cpus)
+    if os.environ.get("SUBMITIT_EXECUTOR") == "local":
+        return 1
+    return None
+
+
+def is_multirun() -> bool:
+    from hydra.types import RunMode
+
+    hc = _hydra()
+    return hc is not None and hc.mode == RunMode.MULTIRUN
+
+
 def launch(cfg: DictConfig) -> dict:
-    """Run ``cfg``; bad config or data exits with a one-line error instead of a traceback."""
+    """Run ``cfg``. Bad config or data exits with a one-line error instead of a traceback.
+
+    In a multirun a failed run is recorded (its ``status.json`` holds the error) and the sweep goes on.
+    """
+    from omegaconf import open_dict
+
     from agent_safety.schedule import run_schedule
 
+    threads = thread_share(cfg)
+    if threads:
+        with open_dict(cfg):
+            cfg.threads = threads
+    if cfg.get("plan"):
+        from agent_safety.plan import plan_line
+
+        return plan_line(cfg)
     try:
         result = run_schedule(cfg)
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
+        if is_multirun():
+            return {"status": "failed", "error": str(e)}
         raise SystemExit(2) from None
+    except Exception as e:
+        if not is_multirun():
+            raise
+        log.exception("run failed; the sweep goes on")
+        return {"status": "failed", "error": f"{type(e).__name__}: {e}"}
     if result.skipped_training:
         print(f"[{result.run_id}] already completed, nothing to do (force=true reruns it)", flush=True)
     last = result.records[-1] if result.records else {}

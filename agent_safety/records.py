@@ -27,10 +27,20 @@ _SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password)$", re.I)
 REDACTED = "***"
 
 
+def semantic_config(config: Mapping[str, Any], drop: tuple[str, ...] = NON_SEMANTIC_KEYS) -> dict[str, Any]:
+    """The config without the (dotted) keys that do not change what a run computes."""
+    out = {}
+    for key, value in config.items():
+        if key in drop:
+            continue
+        nested = tuple(d.split(".", 1)[1] for d in drop if d.startswith(f"{key}."))
+        out[key] = semantic_config(value, nested) if nested and isinstance(value, Mapping) else value
+    return out
+
+
 def run_id(config: Mapping[str, Any]) -> str:
     """Short hash of the semantic part of a resolved config."""
-    semantic = {k: v for k, v in config.items() if k not in NON_SEMANTIC_KEYS}
-    blob = json.dumps(semantic, sort_keys=True, default=str)
+    blob = json.dumps(semantic_config(config), sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 

@@ -55,3 +55,9 @@ def test_stage_metrics_replace_and_order(tmp_path: Path) -> None:
     (rd.model_dir(1) / "config.json").write_text("{}")
     assert rd.completed_stages() == [0, 1]
     assert not list(tmp_path.glob(".*"))  # no temporary files left behind
+
+
+def test_nested_non_semantic_keys_are_dropped() -> None:
+    a = to_container(compose(["model=phi-4", "model.gpu_hours_per_kpair=1.0", "eval.batch_size=2"]))
+    b = to_container(compose(["model=phi-4"]))
+    assert run_id(a) == run_id(b)

@@ -132,9 +132,6 @@ def test_every_example_has_the_dpo_structure(benches: dict[str, Benchmark]) -> N
         assert not any("<think>" in m["content"] for m in completion)
 
 
-@pytest.mark.xfail(strict=True, reason="formatting.strip_reasoning keeps reasoning that has no opening <think> "
-                   "(Qwen3-30B-A3B-Thinking-2507 logs start inside the block and only close it): 280 messages "
-                   "per judge still hold '...</think>'")
 @pytest.mark.parametrize("judge", JUDGES)
 def test_no_reasoning_is_left(benches: dict[str, Benchmark], judge: str) -> None:
     bench = benches[judge]

@@ -1,0 +1,96 @@
+"""Sweep plans: what a sweep would run, without running it (``launch.py -m +sweep=paper --dry-run``).
+
+Each job prints its run id, whether it already completed, and a rough GPU-hour estimate from the pair
+counts of its stages; a Hydra callback prints the totals at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from agent_safety.records import atomic_write
+
+
+def _data_key(cfg: DictConfig, root: Path) -> str:
+    """Cheap key of the data files (names, sizes, mtimes): plans must not hash 200 MB per job."""
+    base = root / "data" / "raw_data_by_eval" / cfg.data.judge
+    stats = sorted((str(p.relative_to(base)), p.stat().st_size, p.stat().st_mtime_ns) for p in base.rglob("*.jsonl"))
+    rules = {k: dict(v) for k, v in cfg.objectives.items()}
+    blob = json.dumps({"stats": stats, "rules": rules, "seed": cfg.seed}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def pair_counts(cfg: DictConfig) -> dict[str, int]:
+    """Train-split pair count of each objective, cached by the data files' stats."""
+    from agent_safety.data import data_root
+    from agent_safety.pairs import PairRule, build_pairs
+    from agent_safety.split import split_cases
+    from agent_safety.trajectories import load_benchmark
+
+    root = data_root(cfg.data, cfg.paths.cache_dir)
+    path = Path(cfg.paths.cache_dir) / "plan" / f"{_data_key(cfg, root)}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    bench = load_benchmark(root, cfg.data.judge, on_error="skip")
+    train, _ = split_cases(bench.n_cases, cfg.seed)
+    counts = {name: len(build_pairs(bench.trajectories, PairRule.from_config(obj), train))
+              for name, obj in cfg.objectives.items()}
+    atomic_write(path, json.dumps(counts))
+    return counts
+
+
+def gpu_hours(cfg: DictConfig, counts: dict[str, int]) -> float:
+    total = 0.0
+    for name in cfg.schedule.stages:
+        pairs = counts[name]
+        if cfg.trainer.max_pairs:
+            pairs = min(pairs, cfg.trainer.max_pairs)
+        epochs = cfg.objectives[name].num_train_epochs or cfg.trainer.num_train_epochs
+        total += pairs / 1000 * epochs * cfg.model.gpu_hours_per_kpair
+    return total
+
+
+def plan_line(cfg: DictConfig) -> dict[str, Any]:
+    """Print and return this job's plan entry; nothing is trained or written to the run dir."""
+    from agent_safety.config import validate
+    from agent_safety.schedule import run_dir_for
+
+    validate(cfg)
+    rid, rd, _ = run_dir_for(cfg)
+    status = rd.status().get("status", "missing")
+    try:
+        hours: float | None = gpu_hours(cfg, pair_counts(cfg))
+    except (OSError, ValueError) as e:  # data not fetched yet: still plan the job
+        hours = None
+        print(f"  (no estimate for {rid}: {e})")
+    shown = "?" if hours is None else f"{hours:.2f}"
+    print(f"plan {rid}  {status:<9}  {shown:>7} GPU-h  {cfg.model.name} {cfg.data.name} {cfg.schedule.name} "
+          f"beta={cfg.trainer.beta} seed={cfg.seed}  -> {rd.root}", flush=True)
+    return {"plan": True, "run_id": rid, "status": status, "gpu_hours": hours, "run_dir": str(rd.root)}
+
+
+class PlanSummary(Callback):
+    """Totals of a planned sweep, printed once every job has been planned."""
+
+    def __init__(self) -> None:
+        self.entries: list[dict[str, Any]] = []
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        value = getattr(job_return, "_return_value", None)
+        if isinstance(value, dict) and value.get("plan"):
+            self.entries.append(value)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if not self.entries:
+            return
+        done = sum(e["status"] == "completed" for e in self.entries)
+        todo = [e for e in self.entries if e["status"] != "completed"]
+        hours = sum(e["gpu_hours"] or 0.0 for e in todo)
+        print(f"plan: {len(self.entries)} runs, {done} completed, {len(todo)} to run, "
+              f"~{hours:.1f} GPU-hours to go (nothing was submitted)", flush=True)
