@@ -270,3 +270,25 @@ def test_wandb_log_summary_run(tmp_path: Path):
     assert logged["init"]["job_type"] == "aggregate" and logged["init"]["mode"] == "offline"
     assert logged["runs"][0] == "table" and logged["figures/frontier"][0] == "image" and logged["finished"]
     assert FakeWandbRun.summary["n"] == 20
+
+
+@pytest.mark.slow
+def test_real_tiny_runs_then_aggregate(make_cfg, tmp_path: Path):
+    """The spine's own runs (tiny model, synthetic data, a few steps per stage), then the aggregate."""
+    from agent_safety.schedule import run_schedule
+
+    runs = tmp_path / "runs"
+    for schedule in ("S_H", "H_S"):  # stages give S, S→H, H and H→S: a fit and both persistence ratios
+        run_schedule(make_cfg(f"schedule={schedule}", "trainer.max_steps=4", "eval.max_cases=8", "logger=none",
+                              runs=runs))
+    result = aggregate.run_aggregate([runs], tmp_path / "out", n_boot=50)
+    t = result.collection.table
+    assert len(t) == 3 + 3 and result.collection.not_completed == 0
+    assert set(t["config"]) == {"base", "S", "H", "S→H", "H→S"}
+    assert result.fit.n == 4 and np.isfinite(result.fit.slope)
+    fj = json.loads((tmp_path / "out" / "frontier.json").read_text())
+    assert fj["n"] == 4 and set(fj["persistence"]) == {"0.1"}
+    terms = {t["ratio"] for t in fj["persistence_terms"]} | {s["source"][-2] for s in fj["skipped"]}
+    assert terms == {"S", "H"}  # each ratio either computed or skipped with its reason
+    for name in ("frontier", "raw_scores", "per_model", "persistence"):
+        assert (tmp_path / "out" / "figures" / f"{name}.png").stat().st_size > 5_000
