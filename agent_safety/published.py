@@ -323,9 +323,12 @@ def import_published(root: str | os.PathLike[str], out: str | os.PathLike[str], 
 
 
 def _extract(archive: Path, dest: Path) -> Path:
-    """Extract an upstream archive safely (tarfile's data filter: no traversal, no links out)."""
+    """Extract the result sets of an upstream archive safely (tarfile's data filter: no traversal, no
+    links out); a whole-repository archive also holds data we do not need."""
+    wanted = tuple(f"{name}/" for name in RESULT_SETS.values())
     with tarfile.open(archive) as tar:
-        tar.extractall(dest, filter="data")
+        members = [m for m in tar if any(w in m.name + "/" for w in wanted)]
+        tar.extractall(dest, members=members or None, filter="data")
     return dest
 
 
