@@ -241,12 +241,13 @@ def read_run_dir(run_dir: Path) -> tuple[str, list[tuple[dict, tuple]], list[Ski
     except OSError:
         return state, [], [Skip(str(run_dir), "completed run dir without metrics.jsonl")]
     group = run_dir.parent.name
+    source = str(status.get("source") or "local") if isinstance(status, dict) else "local"
     parsed: list[tuple[dict, tuple]] = []
     for i, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            parsed.append(parse_record(json.loads(line), group=group))
+            parsed.append(parse_record(json.loads(line), group=group, source=source))
         except ValueError as exc:  # json.JSONDecodeError is a ValueError
             skipped.append(Skip(f"{metrics}:{i}", f"{exc!s:.300}"))
     if not parsed and not skipped:
