@@ -118,9 +118,9 @@ def test_killed_run_resumes_from_last_completed_stage(make_cfg, tmp_path: Path, 
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     stage1 = rd.model_dir(1) / "config.json"
     deadline = time.time() + 300
-    while not stage1.exists() and proc.poll() is None and time.time() < deadline:
+    while 1 not in rd.completed_stages() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)
-    assert stage1.exists(), "stage 1 never completed"
+    assert 1 in rd.completed_stages(), "stage 1 never completed"
     time.sleep(1.0)  # into stage 2's training
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
