@@ -9,10 +9,7 @@ evaluation (the agent acts, an emulator answers, judges score); this proxy needs
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from agent_safety.cache import cached_arrays, key
 from agent_safety.formatting import Tokenized
 from agent_safety.pairs import PairRule, build_pairs
 from agent_safety.trajectories import Benchmark
@@ -132,23 +130,19 @@ def estimate(bench: Benchmark, indices: Sequence[int], logps: np.ndarray, base_l
 def base_cache_path(cache_dir: str | Path, base_identity: str, bench: Benchmark, indices: Sequence[int],
                     max_length: int) -> Path:
     """Base log-probs are computed once per base model x data x split (x scoring length)."""
-    key = json.dumps({"base": base_identity, "data": bench.fingerprint, "idx": list(indices),
-                      "max_length": max_length}, sort_keys=True)
-    return Path(cache_dir) / "base_logps" / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz"
+    name = key(base=base_identity, data=bench.fingerprint, idx=list(indices), max_length=max_length)
+    return Path(cache_dir) / "base_logps" / f"{name}.npz"
 
 
 def cached_base_logps(path: Path, compute: Any) -> tuple[np.ndarray, np.ndarray]:
     """Load the base log-probs from ``path`` or compute and store them atomically."""
-    if path.exists():
-        with np.load(path) as f:
-            return f["logps"], f["n_tokens"]
-    logps, n_tokens = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-    with os.fdopen(fd, "wb") as f:
-        np.savez(f, logps=logps, n_tokens=n_tokens)
-    os.replace(tmp, path)
-    return logps, n_tokens
+
+    def arrays() -> dict[str, np.ndarray]:
+        logps, n_tokens = compute()
+        return {"logps": logps, "n_tokens": n_tokens}
+
+    a = cached_arrays(path, arrays)
+    return a["logps"], a["n_tokens"]
 
 
 def as_record(est: Estimate) -> dict[str, Any]:

@@ -11,11 +11,15 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from agent_safety.cache import cached_arrays, key, ragged, tokenizer_key, unragged
 from agent_safety.trajectories import Benchmark, Trajectory
 
 Message = dict[str, str]
+#: Bump when the rendering of prompts or completions changes, so cached tokenisations are rebuilt.
+FORMAT_VERSION = "1"
 _THINK = re.compile(r"<think>.*?(</think>|$)\s*", re.S)
 #: Reasoning models whose log starts inside the block: everything up to an unopened ``</think>``.
 _UNOPENED_THINK = re.compile(r"^(?:(?!<think>).)*</think>\s*", re.S)
@@ -117,6 +121,26 @@ def tokenize_benchmark(tokenizer: Any, bench: Benchmark, cases: Sequence[int] | 
     prompt_ids = dict(zip(prompt_text, enc, strict=True))
     completion_ids = tokenizer(completion_text, add_special_tokens=False)["input_ids"]
     return Tokenized(prompt_ids=prompt_ids, completion_ids=list(completion_ids))
+
+
+def cached_tokenize(tokenizer: Any, bench: Benchmark, cache_dir: str | Path) -> Tokenized:
+    """``tokenize_benchmark``, computed once per data x tokenizer x prompt format and reused by every run."""
+    import numpy as np
+
+    fmt = key(system=SYSTEM_PROMPT, think=_THINK.pattern, unopened=_UNOPENED_THINK.pattern, version=FORMAT_VERSION)
+    path = Path(cache_dir) / "tokenized" / f"{key(data=bench.fingerprint, tok=tokenizer_key(tokenizer), fmt=fmt)}.npz"
+
+    def compute() -> dict[str, Any]:
+        t = tokenize_benchmark(tokenizer, bench)
+        cases = sorted(t.prompt_ids)
+        p, c = ragged([t.prompt_ids[k] for k in cases]), ragged(t.completion_ids)
+        return {"cases": np.array(cases, dtype=np.int64), "prompt_values": p["values"],
+                "prompt_offsets": p["offsets"], "completion_values": c["values"], "completion_offsets": c["offsets"]}
+
+    a = cached_arrays(path, compute)
+    prompts = unragged(a["prompt_values"], a["prompt_offsets"])
+    return Tokenized(prompt_ids=dict(zip(a["cases"].tolist(), prompts, strict=True)),
+                     completion_ids=unragged(a["completion_values"], a["completion_offsets"]))
 
 
 def decode_example(tokenizer: Any, tokenized: Tokenized, bench: Benchmark, chosen: int, rejected: int) -> str:

@@ -7,7 +7,6 @@ completed stage; a completed run is reported and left alone unless ``force=true`
 from __future__ import annotations
 
 import logging
-import random
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from agent_safety.cache import tokenizer_key
 from agent_safety.config import to_container, validate
 from agent_safety.data import load_data
 from agent_safety.estimate import (
@@ -26,12 +26,12 @@ from agent_safety.estimate import (
     estimate,
     sequence_logps,
 )
-from agent_safety.formatting import tokenize_benchmark
+from agent_safety.formatting import cached_tokenize
 from agent_safety.model import load_model, load_tokenizer, pick_device, resolve_base
-from agent_safety.pairs import PairRule, build_pairs
+from agent_safety.pairs import PairRule
 from agent_safety.records import RunDir, run_id
 from agent_safety.split import split_cases
-from agent_safety.stage import pair_rows, train_stage
+from agent_safety.stage import pair_set, train_stage
 from agent_safety.tracking import start as start_tracking
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,8 @@ def _run(cfg: DictConfig, rid: str, rd: RunDir, tracker: Any) -> list[dict[str, 
         test_cases = test_cases[: cfg.eval.max_cases]
     base_path, base_identity = resolve_base(cfg.model, bench, cache_dir)
     tokenizer = load_tokenizer(base_path, cfg.model)
-    tokenized = tokenize_benchmark(tokenizer, bench)
+    tokenized = cached_tokenize(tokenizer, bench, cache_dir)
+    tok_key = tokenizer_key(tokenizer)
     test_idx = candidates(bench, test_cases)
     eval_len = cfg.eval.max_length or cfg.trainer.max_length
     rules = {m: PairRule.from_config(cfg.objectives[m]) for m in ("safety", "helpfulness") if m in cfg.objectives}
@@ -145,10 +146,8 @@ def _run(cfg: DictConfig, rid: str, rd: RunDir, tracker: Any) -> list[dict[str, 
         if stage in done:
             continue
         objective = cfg.objectives[name]
-        pairs = build_pairs(bench.trajectories, PairRule.from_config(objective), train_cases)
-        if cfg.trainer.max_pairs and len(pairs) > cfg.trainer.max_pairs:
-            pairs = random.Random(cfg.seed).sample(pairs, cfg.trainer.max_pairs)
-        rows = pair_rows(pairs, bench, tokenized, cfg.trainer.max_length)
+        rows = pair_set(bench, tokenized, PairRule.from_config(objective), train_cases, cfg.trainer.max_length,
+                        cfg.trainer.max_pairs, cfg.seed, cache_dir, tok_key)
         log.info("stage %d (%s): %d pairs, %d dropped as longer than %d tokens", stage, name, len(rows.rows),
                  rows.dropped, cfg.trainer.max_length)
         epochs = objective.num_train_epochs or cfg.trainer.num_train_epochs

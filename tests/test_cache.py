@@ -1,0 +1,45 @@
+"""Pair sets and tokenisations are built once and reused: a sweep of many runs pays for them once."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from agent_safety.cache import tokenizer_key
+from agent_safety.data import load_data
+from agent_safety.formatting import cached_tokenize, tokenize_benchmark
+from agent_safety.model import load_tokenizer, resolve_base
+from agent_safety.pairs import PairRule
+from agent_safety.split import split_cases
+from agent_safety.stage import pair_set
+
+
+def test_pair_set_and_tokenisation_cache_hits(make_cfg, cache_dir: Path) -> None:
+    cfg = make_cfg()
+    bench = load_data(cfg.data, cache_dir)
+    path, _ = resolve_base(cfg.model, bench, cache_dir)
+    tok = load_tokenizer(path, cfg.model)
+    train, _ = split_cases(bench.n_cases, 0)
+    rule = PairRule.from_config(cfg.objectives.safety)
+
+    first = cached_tokenize(tok, bench, cache_dir)
+    direct = tokenize_benchmark(tok, bench)
+    assert first.completion_ids == direct.completion_ids and first.prompt_ids == direct.prompt_ids
+    files = sorted((cache_dir / "tokenized").glob("*.npz"))
+    stamps = [f.stat().st_mtime_ns for f in files]
+    again = cached_tokenize(tok, bench, cache_dir)
+    assert again.completion_ids == first.completion_ids
+    assert [f.stat().st_mtime_ns for f in sorted((cache_dir / "tokenized").glob("*.npz"))] == stamps
+
+    args = (bench, first, rule, train, 1024, None, 0, cache_dir, tokenizer_key(tok))
+    built = pair_set(*args)
+    pair_files = {f: f.stat().st_mtime_ns for f in (cache_dir / "pairs").glob("*.npz")}
+    t = time.perf_counter()
+    hit = pair_set(*args)
+    assert time.perf_counter() - t < 1.0
+    assert hit.rows == built.rows and hit.dropped == built.dropped and len(built.rows) > 100
+    assert {f: f.stat().st_mtime_ns for f in (cache_dir / "pairs").glob("*.npz")} == pair_files
+    # a different rule or length limit is a different set
+    shorter = pair_set(bench, first, rule, train, 600, None, 0, cache_dir, tokenizer_key(tok))
+    assert shorter.dropped > built.dropped and len(shorter.rows) + shorter.dropped == len(built.rows) + built.dropped
+    assert len(list((cache_dir / "pairs").glob("*.npz"))) == len(pair_files) + 1
