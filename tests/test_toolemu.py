@@ -200,3 +200,22 @@ def test_on_error_skip_counts(toolemu_root: Path, tmp_path: Path, capsys: pytest
     assert "skipped       2 records (data.on_error=skip)" in table and f"{safe}:5:" in table
     pairs_table = table.split("\npairs ", 1)[1]
     assert re.search(r"^both\s", pairs_table, re.M) and not re.search(r"^safety\s", pairs_table, re.M)
+
+
+@pytest.mark.slow
+def test_tiny_run_on_the_study_data_writes_its_records(toolemu_root: Path, tmp_path: Path, cache_dir: Path) -> None:
+    """model=tiny data=toolemu_gpt5m schedule=S on a few pairs, offline, end to end."""
+    from agent_safety.schedule import run_schedule
+
+    root = mini_root(toolemu_root, tmp_path / "mini", MINI_AGENTS)
+    cfg = compose(["data=toolemu_gpt5m", f"data.root={root}", "schedule=S", "trainer.max_pairs=16",
+                   "trainer.max_steps=2", "eval.max_cases=6", "logger=none", "threads=1",
+                   f"paths.runs_dir={tmp_path / 'runs'}", f"paths.cache_dir={cache_dir}"])
+    result = run_schedule(cfg)
+    rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert json.loads((result.run_dir / "status.json").read_text())["status"] == "completed"
+    assert [r["stage"] for r in rows] == [0, 1]
+    assert rows[1]["judge"] == "gpt5m" and rows[1]["data"] == "toolemu_gpt5m" and rows[1]["objectives"] == ["safety"]
+    assert rows[1]["pairs_used"] + rows[1]["pairs_dropped"] == 16 and rows[1]["pairs_used"] > 0
+    assert rows[0]["n_test_cases"] == 6 and all(0 <= r["safety"] <= 3 for r in rows)
+    assert (result.run_dir / "stage_1" / "model" / "model.safetensors").exists()
