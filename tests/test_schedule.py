@@ -17,7 +17,7 @@ from conftest import ROOT
 from agent_safety.schedule import run_dir_for, run_schedule
 
 #: A few steps per stage: enough to write every record, quick enough to run each preset.
-QUICK = ["trainer.max_steps=4", "eval.max_cases=8", "logger=none"]
+QUICK = ["trainer.max_steps=4", "trainer.max_pairs=16", "eval.max_cases=8", "logger=none"]
 
 
 @pytest.mark.slow
@@ -43,8 +43,8 @@ def test_each_preset_runs_and_writes_records(make_cfg, schedule: str) -> None:
 
 @pytest.mark.slow
 def test_safety_stage_raises_safety_and_helpfulness_stage_raises_helpfulness(make_cfg) -> None:
-    s = run_schedule(make_cfg("schedule=S", "logger=none")).records
-    h = run_schedule(make_cfg("schedule=H", "logger=none")).records
+    s = run_schedule(make_cfg("schedule=S", "trainer.max_pairs=96", "logger=none")).records
+    h = run_schedule(make_cfg("schedule=H", "trainer.max_pairs=96", "logger=none")).records
     assert s[0]["safety"] == pytest.approx(h[0]["safety"])  # same base estimate, cached once
     assert s[1]["safety"] > s[0]["safety"] + 0.05
     assert h[1]["helpfulness"] > h[0]["helpfulness"] + 0.05
@@ -110,7 +110,8 @@ def test_rerun_of_completed_config_does_no_training(make_cfg) -> None:
 
 @pytest.mark.slow
 def test_killed_run_resumes_from_last_completed_stage(make_cfg, tmp_path: Path, cache_dir: Path) -> None:
-    overrides = ["schedule=S_H", "trainer.max_steps=40", "trainer.save_steps=1000", "eval.max_cases=8",
+    overrides = ["schedule=S_H", "trainer.max_steps=20", "trainer.max_pairs=80", "trainer.save_steps=1000",
+                 "eval.max_cases=8",
                  "logger=none", f"paths.runs_dir={tmp_path / 'runs'}", f"paths.cache_dir={cache_dir}", "threads=1"]
     _, rd, _ = run_dir_for(make_cfg(*overrides[:-3]))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
