@@ -34,6 +34,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from agent_safety.records import atomic_write
 from agent_safety.runs import IMPORT_SKIPPED_FILE, SCORE_RANGE, Skip
 from agent_safety.split import split_cases
 
@@ -222,20 +223,14 @@ def _record(run_id: str, group: str, model: str, judge: str, stages: tuple[Stage
     }
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_run(out: Path, group: str, run_id: str, records: list[dict[str, Any]], upstream: str) -> None:
     """Write one run dir in our format; ``status.json`` last, so a partial write never reads as completed."""
     run_dir = out / group / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    atomic_write(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in records), durable=False)
     status = {"run_id": run_id, "status": "completed", "error": None, "source": "import-published",
               "upstream_folder": upstream}
-    _atomic_write(run_dir / "status.json", json.dumps(status, indent=1) + "\n")
+    atomic_write(run_dir / "status.json", json.dumps(status, indent=1) + "\n", durable=False)
 
 
 def _is_result_set(path: Path) -> bool:
@@ -318,7 +313,7 @@ def import_published(root: str | os.PathLike[str], out: str | os.PathLike[str], 
             report.runs += 1
             report.records += len(records)
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out / IMPORT_SKIPPED_FILE, json.dumps([s.to_dict() for s in report.skipped], indent=1) + "\n")
+    atomic_write(out / IMPORT_SKIPPED_FILE, json.dumps([s.to_dict() for s in report.skipped], indent=1) + "\n")
     return report
 
 

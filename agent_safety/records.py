@@ -59,14 +59,19 @@ def redact(obj: Any, secrets: tuple[str, ...] | None = None) -> Any:
     return obj
 
 
-def atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str, durable: bool = True) -> None:
+    """Write ``text`` to a temporary file beside ``path`` and rename it into place.
+
+    ``durable`` also fsyncs before the rename (run records); bulk imports that can be redone skip it.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
