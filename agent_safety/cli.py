@@ -37,6 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"agent-safety {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `agent-safety data stats | head`: the reader left, which is fine
+        sys.stderr.close()
+        return 0
     return int(code or 0)
 
 
