@@ -16,6 +16,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from agent_safety.cache import tokenizer_key
+from agent_safety.cluster import job_info
 from agent_safety.config import to_container, validate
 from agent_safety.data import load_data
 from agent_safety.estimate import (
@@ -71,7 +72,9 @@ def run_schedule(cfg: DictConfig) -> RunResult:
         shutil.rmtree(rd.root)
     rd.root.mkdir(parents=True, exist_ok=True)
     rd.write_config(config)
-    rd.set_status("running", run_id=rid, group=cfg.group, started=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    configure_threads(cfg.threads)
+    rd.set_status("running", run_id=rid, group=cfg.group, started=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                  attempt=int(rd.status().get("attempt") or 0) + 1, job=job_info(), note=None)
     stages = list(cfg.schedule.stages)
     tags = [cfg.model.name, *dict.fromkeys(stages), f"beta={cfg.trainer.beta}", f"seed={cfg.seed}"]
     tracker = start_tracking(cfg.logger, rd.root, rid, cfg.group, cfg.schedule.name, tags, config)
@@ -80,6 +83,10 @@ def run_schedule(cfg: DictConfig) -> RunResult:
         rd.set_status("completed", run_id=rid, finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
         tracker.finish(0)
         return RunResult(rid, rd.root, "completed", records)
+    except (SystemExit, KeyboardInterrupt) as e:  # preempted or timed out: a requeued job resumes it
+        rd.set_status("preempted", run_id=rid, note=f"interrupted ({type(e).__name__} {e}); relaunching resumes it")
+        tracker.finish(1, preempted=True)
+        raise
     except BaseException as e:
         rd.set_status("failed", run_id=rid, error=f"{type(e).__name__}: {e}")
         tracker.finish(1)
@@ -153,7 +160,8 @@ def _run(cfg: DictConfig, rid: str, rd: RunDir, tracker: Any) -> list[dict[str, 
         epochs = objective.num_train_epochs or cfg.trainer.num_train_epochs
         set_seed(cfg.seed + stage)  # the same stream whether or not earlier stages ran in this process
         model, train_metrics = train_stage(model, tokenizer, rows, cfg.trainer, rd.stage_dir(stage), epochs,
-                                           cfg.seed, tracker.report_to, rid)
+                                           cfg.seed, tracker.report_to, rid,
+                                           callbacks=tracker.trainer_callbacks(stage))
         model.to(device)
         logps, _ = score(model, f"stage {stage} log-probs")
         record(stage, logps, {"pairs_used": len(rows.rows), "pairs_dropped": rows.dropped,

@@ -7,6 +7,8 @@ starts from, which is how the study trained sequentially.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import shutil
 import tempfile
@@ -18,10 +20,13 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from agent_safety.cache import cached_arrays, key
+from agent_safety.cluster import PreemptionGuard
 from agent_safety.formatting import Tokenized
 from agent_safety.model import use_bf16
 from agent_safety.pairs import PairRule, build_pairs
 from agent_safety.trajectories import Benchmark
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -107,8 +112,15 @@ def dpo_args(trainer_cfg: DictConfig, output_dir: Path, epochs: float, seed: int
 
 
 def latest_checkpoint(output_dir: Path) -> str | None:
-    ckpts = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    return str(ckpts[-1]) if ckpts else None
+    """The newest complete trainer checkpoint: the Trainer writes ``trainer_state.json`` last, so a job killed
+    while saving leaves a folder without it (or with it cut short), and the one before is used."""
+    for ckpt in sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]), reverse=True):
+        try:
+            json.loads((ckpt / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            continue
+        return str(ckpt)
+    return None
 
 
 def train_stage(model: Any, tokenizer: Any, pairs: StagePairs, trainer_cfg: DictConfig, stage_dir: Path,
@@ -131,11 +143,16 @@ def train_stage(model: Any, tokenizer: Any, pairs: StagePairs, trainer_cfg: Dict
         raise ValueError(f"{stage_dir.name}: no training pairs left for this stage")
     output_dir = stage_dir / "trainer"
     args = dpo_args(trainer_cfg, output_dir, epochs, seed, report_to, run_name)
+    guard = PreemptionGuard()
     trainer = _trainer_class()(
         model=model, ref_model=None, args=args, train_dataset=Dataset.from_list(pairs.rows),
-        processing_class=tokenizer, peft_config=peft_config, callbacks=list(callbacks),
+        processing_class=tokenizer, peft_config=peft_config, callbacks=[*callbacks, guard],
     )
-    result = trainer.train(resume_from_checkpoint=latest_checkpoint(output_dir))
+    resume = latest_checkpoint(output_dir)
+    if resume:
+        log.info("%s: resuming from %s", stage_dir.name, resume)
+    with guard:
+        result = trainer.train(resume_from_checkpoint=resume)
     peft_model = trainer.model
     _save_atomic(stage_dir / "adapter", lambda d: peft_model.save_pretrained(d))
     merged = peft_model.merge_and_unload()

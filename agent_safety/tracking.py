@@ -7,6 +7,7 @@ network would otherwise hang.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,29 +15,67 @@ from typing import Any
 
 from agent_safety.records import atomic_write, redact
 
+log = logging.getLogger(__name__)
+
 
 class Tracker:
-    """Thin wrapper so the schedule code logs the same way with W&B on or off."""
+    """Thin wrapper so the schedule code logs the same way with W&B on or off.
+
+    W&B never fails a run: on a cluster the preemption SIGTERM reaches every process of the job, W&B's
+    service included, and the run must still save its checkpoint and exit cleanly. After the first W&B
+    error the tracker warns once and logs nothing more in this process (a requeued job starts a new one).
+    """
 
     def __init__(self, run: Any = None):
         self.run = run
 
     @property
     def report_to(self) -> list[str]:
-        return ["wandb"] if self.run is not None else []
+        """The Trainer's own integrations: none; its logs reach W&B through :meth:`trainer_callbacks`."""
+        return []
+
+    def trainer_callbacks(self, stage: int) -> list[Any]:
+        return [_train_logs_class()(self, stage)] if self.run is not None else []
+
+    def _call(self, what: str, fn: Any) -> None:
+        if self.run is None:
+            return
+        try:
+            fn(self.run)
+        except Exception as e:  # a dead W&B service: keep training, stop logging
+            log.warning("W&B %s failed (%s: %s); no more W&B logging in this process", what, type(e).__name__, e)
+            self.run = None
 
     def log(self, data: Mapping[str, Any]) -> None:
-        if self.run is not None:
-            self.run.log(dict(data))
+        self._call("log", lambda run: run.log(dict(data)))
 
     def summary(self, data: Mapping[str, Any]) -> None:
-        if self.run is not None:
-            self.run.summary.update(dict(data))
+        self._call("summary", lambda run: run.summary.update(dict(data)))
 
-    def finish(self, exit_code: int = 0) -> None:
-        if self.run is not None:
-            self.run.finish(exit_code=exit_code)
-            self.run = None
+    def finish(self, exit_code: int = 0, preempted: bool = False) -> None:
+        """End the W&B run; a preempted one is marked so, and the requeued job resumes the same W&B run."""
+        if preempted:
+            self._call("mark_preempting", lambda run: run.mark_preempting())
+        self._call("finish", lambda run: run.finish(exit_code=exit_code))
+        self.run = None
+
+
+def _train_logs_class() -> type:
+    from transformers import TrainerCallback
+
+    class TrainLogs(TrainerCallback):
+        """The Trainer's loss/reward logs, sent through the tracker (``train/*`` against ``train/global_step``)."""
+
+        def __init__(self, tracker: Tracker, stage: int) -> None:
+            self.tracker, self.stage = tracker, stage
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Mapping[str, Any] | None = None,
+                   **kwargs: Any) -> None:
+            values = {f"train/{k}": v for k, v in (logs or {}).items() if isinstance(v, int | float)}
+            if values:
+                self.tracker.log({"stage": self.stage, "train/global_step": state.global_step, **values})
+
+    return TrainLogs
 
 
 def wandb_mode(requested: str) -> str:

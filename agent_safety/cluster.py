@@ -1,0 +1,113 @@
+"""What a job knows about where it runs, and how it behaves when the cluster takes the node away.
+
+SLURM warns a job before it ends it: ``--signal=USR2@<signal_delay_s>`` before the time limit (submitit's
+default signal; ``SUBMITIT_PREEMPT_SIGNAL`` changes it) and SIGTERM on preemption or ``scontrol requeue``.
+submitit's USR2 handler requeues the job and exits at once, mid-step, so whatever the stage trained since its
+last periodic checkpoint would be lost. :class:`PreemptionGuard` defers those signals to the end of the
+current optimiser step, has the trainer save a checkpoint there, and only then hands the signal to the
+handler it displaced (submitit's, or the default action). The requeued job resumes from that checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+#: Signals deferred to the end of the current training step; handled in this order once saved.
+GUARDED = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+
+
+def job_info() -> dict[str, Any]:
+    """Where this process runs: host, pid, scheduler job id and torch threads (for status.json).
+
+    ``retry`` uses host/pid and the SLURM job id to tell a run that is still running from a stale one.
+    """
+    import torch
+
+    info: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid(), "threads": torch.get_num_threads()}
+    slurm = os.environ.get("SLURM_JOB_ID")
+    if slurm:
+        array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+        info["slurm_job_id"] = f"{array}_{task}" if array and task else slurm
+    if os.environ.get("SUBMITIT_EXECUTOR"):
+        info["executor"] = os.environ["SUBMITIT_EXECUTOR"]
+    return info
+
+
+def _trainer_callback_base() -> type:
+    from transformers import TrainerCallback
+
+    return TrainerCallback
+
+
+class PreemptionGuard(_trainer_callback_base()):  # type: ignore[misc]
+    """Context manager and TrainerCallback: a warning signal during training saves a checkpoint first.
+
+    Outside ``trainer.train()`` (and before its first step) signals go straight to the displaced handler;
+    the run then resumes from its last completed stage and periodic checkpoint. In a thread other than the
+    main one (where Python cannot install handlers) the guard does nothing.
+    """
+
+    def __init__(self, signals: tuple[int, ...] = GUARDED) -> None:
+        self.signals = signals
+        self.pending: list[int] = []
+        self.previous: dict[int, Any] = {}
+        self.in_steps = False
+
+    # -- signal side
+    def __enter__(self) -> PreemptionGuard:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.signals:
+                self.previous[sig] = signal.signal(sig, self._on_signal)
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        previous, self.previous = self.previous, {}
+        if self.pending and exc_type is None:  # arrived after the last step: hand it over now
+            self._hand_over(previous)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if not self.in_steps:
+            log.warning("%s outside the training steps: handled now", name)
+            self.pending.append(signum)
+            self._hand_over(self.previous)
+            return
+        log.warning("%s during training: saving a checkpoint at the end of this step", name)
+        self.pending.append(signum)
+
+    def _hand_over(self, handlers: dict[int, Any]) -> None:
+        """Run the displaced handlers of the pending signals (SIGTERM first, so submitit's USR2 requeue is last)."""
+        pending, self.pending = sorted(set(self.pending), key=self.signals.index), []
+        for sig in pending:
+            handler: Callable[[int, FrameType | None], Any] | int | None = handlers.get(sig, signal.SIG_DFL)
+            if callable(handler):
+                handler(sig, None)
+            elif handler == signal.SIG_DFL:  # the default action ends the process; exit cleanly instead
+                raise SystemExit(128 + sig)
+
+    # -- trainer side
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.in_steps = True
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.in_steps = False
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.pending:
+            control.should_save = True
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.pending:
+            log.warning("checkpoint-%d saved; handing the signal over", state.global_step)
+            self._hand_over(self.previous)
