@@ -147,7 +147,7 @@ def _case_set_id(cases: Sequence[int]) -> int:
 
 def _check_cases(cases: list, cs: list, ch: list) -> None:
     """Per-case lists: ints for cases, scores on the 0-3 scale. Pure Python: min/max beat numpy here."""
-    lo, hi = SCORE_RANGE
+    lo, hi = SCORE_RANGE[0] - 1e-9, SCORE_RANGE[1] + 1e-9  # a weighted mean of 3s may round to 3.0000000000000004
     try:
         if type(sum(cases)) is not int:  # a float or a string anywhere spoils the sum's type
             raise TypeError
@@ -158,7 +158,7 @@ def _check_cases(cases: list, cs: list, ch: list) -> None:
     except TypeError:
         raise ValueError("per-case scores are not numbers") from None
     if not ok:
-        raise ValueError(f"a per-case score lies outside {lo:g}-{hi:g}")
+        raise ValueError(f"a per-case score lies outside {SCORE_RANGE[0]:g}-{SCORE_RANGE[1]:g}")
 
 
 def parse_record(rec: Mapping[str, Any], *, group: str = "", source: str = "local") -> tuple[dict, tuple]:
