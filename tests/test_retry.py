@@ -1,0 +1,85 @@
+"""``agent-safety retry``: which runs of a real Hydra sweep dir it relaunches, and with what command."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+from agent_safety.retry import Job, expand, job_statuses, load_sweep, relaunch_command, single_grid, to_relaunch
+
+
+def test_single_grid_rebuilds_one_sweep_or_says_it_cannot() -> None:
+    jobs = [("schedule=S", "seed=1", "+sweep=orders"), ("schedule=H", "seed=1", "+sweep=orders")]
+    assert single_grid(jobs) == ["schedule=S,H", "seed=1", "+sweep=orders"]
+    assert single_grid(jobs[:1]) == list(jobs[0])
+    square = [(f"schedule={s}", f"seed={n}") for s in ("S", "H") for n in (0, 2)]
+    assert single_grid(square) == ["schedule=S,H", "seed=0,2"]
+    assert single_grid([("schedule=S", "seed=0"), ("schedule=H", "seed=1")]) is None  # a diagonal
+    assert single_grid([("a=[1,2]", "b=0"), ("a=[3]", "b=0")]) is None  # values that commas would split
+    assert single_grid([]) is None
+
+
+@pytest.fixture(scope="module")
+def orders_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real multirun.yaml: the orders preset, planned (nothing runs)."""
+    runs = tmp_path_factory.mktemp("runs")
+    env = {**os.environ, "AGENT_SAFETY_RUNS": str(runs), "AGENT_SAFETY_CACHE": str(runs / ".cache")}
+    done = subprocess.run([sys.executable, str(ROOT / "launch.py"), "+sweep=orders", "--dry-run"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (sweep,) = (runs / "orders" / ".sweep").iterdir()
+    return sweep
+
+
+def _status(target: Job, **status: object) -> None:
+    target.run_dir.mkdir(parents=True, exist_ok=True)
+    (target.run_dir / "status.json").write_text(json.dumps({"run_id": target.run_id, **status}))
+
+
+def test_retry_picks_failed_missing_and_stale_runs_only(orders_sweep: Path, tmp_path: Path) -> None:
+    sweep = load_sweep(orders_sweep)
+    assert sweep.runs_dir == orders_sweep.parents[2] and sweep.launcher == "local" and sweep.sweeper == "basic"
+    grid = expand(sweep)
+    assert len(grid) == 15 and len(set(grid)) == 15
+    jobs = job_statuses(sweep, grid)
+    assert all(j.status == "missing" for j in jobs) and len({j.run_id for j in jobs}) == 15
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # its pid now names no process
+    host = socket.gethostname()
+    for j in jobs:
+        _status(j, status="completed")
+    failed, live, stale = jobs[3], jobs[4], jobs[7]  # (H, 0), (H, 1), (S_H, 1)
+    _status(failed, status="failed", error="OSError: disk full")
+    _status(live, status="running", job={"host": host, "pid": os.getpid()})
+    _status(stale, status="running", job={"host": host, "pid": gone.pid})
+
+    jobs = job_statuses(sweep, grid)
+    pending = to_relaunch(jobs)
+    assert [j.run_id for j in pending] == [failed.run_id, stale.run_id]
+    assert jobs[4].alive is True and jobs[7].alive is False and jobs[3].detail == "OSError: disk full"
+    cmd, exact = relaunch_command(sweep, jobs, pending)
+    # (H, 0) and (S_H, 1) differ in two keys: no single grid, so the whole sweep goes again
+    assert not exact and cmd[1] == str(ROOT / "launch.py") and "+sweep=orders" in cmd
+    cmd, exact = relaunch_command(sweep, jobs, pending[:1])
+    assert exact and [o for o in cmd if o.startswith(("schedule=", "seed="))] == list(failed.overrides[:2])
+    assert f"paths.runs_dir={sweep.runs_dir}" in cmd
+
+    out = subprocess.run([sys.executable, "-m", "agent_safety.cli", "retry", str(orders_sweep), "--dry-run"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "15 runs (12 completed, 1 failed, 2 running), 2 to relaunch" in out.stdout
+    assert "still alive" in out.stdout and "OSError: disk full" in out.stdout
+    assert not list((sweep.runs_dir / "orders").glob(f"{failed.run_id}/metrics.jsonl"))  # nothing ran
+
+
+def test_retry_of_a_folder_without_multirun_yaml_is_a_one_line_error(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "agent_safety.cli", "retry", str(tmp_path)], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 2 and "multirun.yaml not found" in out.stderr and "Traceback" not in out.stderr
