@@ -66,7 +66,8 @@ def load_sweep(sweep_dir: Path) -> Sweep:
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: not the folder of a Hydra multirun")
     hc = OmegaConf.load(path).hydra
-    params = OmegaConf.to_container(hc.sweeper.get("params") or {}, resolve=False)
+    node = hc.sweeper.get("params")
+    params = OmegaConf.to_container(node, resolve=False) if node is not None else {}
     assert isinstance(params, dict)
     runs_dir = sweep_dir.resolve().parents[2] if sweep_dir.resolve().parent.name == ".sweep" else None
     return Sweep(
@@ -123,7 +124,7 @@ def job_statuses(sweep: Sweep, jobs: Sequence[tuple[str, ...]]) -> list[Job]:
     out = []
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         for overrides in jobs:
-            cfg = compose(config_name="config", overrides=[*overrides, *extra])
+            cfg = compose(config_name="config", overrides=[*sweep.hydra, *overrides, *extra])
             rid, rd, _ = run_dir_for(cfg)
             root = rd.root if rd.root.is_absolute() else sweep.cwd / rd.root
             status = RunDir(root).status()
