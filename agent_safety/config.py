@@ -23,10 +23,10 @@ class ConfigError(ValueError):
 class TinyConfig:
     """Shape of the locally built Llama-architecture model used when ``model.source=tiny``."""
 
-    vocab_size: int = 2048
+    vocab_size: int = 4096
     """BPE vocabulary trained on the data's own text."""
-    hidden_size: int = 128
-    intermediate_size: int = 256
+    hidden_size: int = 192
+    intermediate_size: int = 384
     num_hidden_layers: int = 2
     num_attention_heads: int = 4
     num_key_value_heads: int = 2
