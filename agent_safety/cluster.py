@@ -16,6 +16,7 @@ import signal
 import socket
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -40,6 +41,16 @@ def job_info() -> dict[str, Any]:
     if os.environ.get("SUBMITIT_EXECUTOR"):
         info["executor"] = os.environ["SUBMITIT_EXECUTOR"]
     return info
+
+
+def process_age() -> float | None:
+    """Seconds since this process started (Linux ``/proc``); None where that cannot be read."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _trainer_callback_base() -> type:
@@ -111,3 +122,18 @@ class PreemptionGuard(_trainer_callback_base()):  # type: ignore[misc]
         if self.pending:
             log.warning("checkpoint-%d saved; handing the signal over", state.global_step)
             self._hand_over(self.previous)
+
+
+class FirstStep(_trainer_callback_base()):  # type: ignore[misc]
+    """Logs when a stage's first optimiser step begins, counted from the process start: the job's overhead."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.seen = False
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if not self.seen:
+            self.seen = True
+            age = process_age()
+            log.info("%s: first training step, %s s after the process started", self.name,
+                     "?" if age is None else f"{age:.2f}")

@@ -20,7 +20,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from agent_safety.cache import cached_arrays, key
-from agent_safety.cluster import PreemptionGuard
+from agent_safety.cluster import FirstStep, PreemptionGuard
 from agent_safety.formatting import Tokenized
 from agent_safety.model import use_bf16
 from agent_safety.pairs import PairRule, build_pairs
@@ -146,7 +146,8 @@ def train_stage(model: Any, tokenizer: Any, pairs: StagePairs, trainer_cfg: Dict
     guard = PreemptionGuard()
     trainer = _trainer_class()(
         model=model, ref_model=None, args=args, train_dataset=Dataset.from_list(pairs.rows),
-        processing_class=tokenizer, peft_config=peft_config, callbacks=[*callbacks, guard],
+        processing_class=tokenizer, peft_config=peft_config,
+        callbacks=[*callbacks, guard, FirstStep(stage_dir.name)],
     )
     resume = latest_checkpoint(output_dir)
     if resume:
