@@ -51,9 +51,9 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1", "WANDB_MODE": "offline"}
 
 
-def _command(runs: Path, cache: Path, overrides: Sequence[str]) -> list[str]:
+def _command(runs: Path, cache: Path, overrides: Sequence[str], tiny: Sequence[str] = TINY) -> list[str]:
     return [sys.executable, str(ROOT / "launch.py"), "-m", f"paths.runs_dir={runs}", f"paths.cache_dir={cache}",
-            *TINY, *overrides]
+            *tiny, *overrides]
 
 
 def launch(runs: Path, cache: Path, *overrides: str, timeout: float = 420) -> subprocess.CompletedProcess:
@@ -161,15 +161,17 @@ def test_retry_relaunches_only_the_missing_run(grid: tuple[Path, Path]) -> None:
 
 @pytest.mark.cluster
 def test_failing_run_is_reported_and_the_others_finish(slurm: None, tmp_path: Path, cache_dir: Path) -> None:
-    # a hub model at a path that does not exist passes validation and fails when the job loads it
+    # a hub model at a path that does not exist passes validation and fails when the job loads it;
+    # threads=null: each job takes its torch threads from the launcher's cpus_per_task (2 here)
     runs = tmp_path / "runs"
     done = launch(runs, cache_dir, *SLURM, "group=mixed", "schedule=S", "model.source=tiny,hub",
-                  "model.path=/nonexistent/base-model")
+                  "model.path=/nonexistent/base-model", "threads=null", "hydra.launcher.cpus_per_task=2")
     assert done.returncode == 0, done.stdout[-4000:]  # one run's failure does not fail the sweep
     found = runs_of(runs / "mixed")
     assert sorted(s["status"] for s in found.values()) == ["completed", "failed"]
     (failed,) = (s for s in found.values() if s["status"] == "failed")
     assert "/nonexistent/base-model" in failed["error"] and failed["job"]["executor"] == "slurm"
+    assert {s["job"]["threads"] for s in found.values()} == {2}
     out = subprocess.run([sys.executable, "-m", "agent_safety.cli", "retry", str(sweep_dirs(runs / "mixed")[0]),
                           "--dry-run"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and "2 runs (1 completed, 1 failed), 1 to relaunch" in out.stdout, out.stdout
@@ -188,11 +190,13 @@ def test_preempted_run_resumes_to_the_same_run_and_metrics(slurm: None, tmp_path
     interrupt (SIGTERM + USR2: checkpoint, requeue, exit) in stage 2. An uninterrupted twin runs beside it."""
     runs = tmp_path / "runs"
     runs.mkdir()
-    longer = ("schedule=S_H", "trainer.max_steps=12", "trainer.save_steps=3")
+    # 12 steps of 4 pairs per stage, and the tiny preset's reference log-probs precomputed before step 1
+    longer = ("eval.max_cases=8", "schedule=S_H", "trainer.max_pairs=48", "trainer.max_steps=12",
+              "trainer.save_steps=3")
 
     def start(group: str) -> subprocess.Popen:
         log = (runs / f"{group}.log").open("w")
-        return subprocess.Popen(_command(runs, cache_dir, (*SLURM, *longer, f"group={group}")), cwd=ROOT,
+        return subprocess.Popen(_command(runs, cache_dir, (*SLURM, f"group={group}"), tiny=longer), cwd=ROOT,
                                 env=_env(), stdout=log, stderr=subprocess.STDOUT)
 
     twin, job = start("twin"), start("preempted")
