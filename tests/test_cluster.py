@@ -172,6 +172,10 @@ def test_failing_run_is_reported_and_the_others_finish(slurm: None, tmp_path: Pa
     (failed,) = (s for s in found.values() if s["status"] == "failed")
     assert "/nonexistent/base-model" in failed["error"] and failed["job"]["executor"] == "slurm"
     assert {s["job"]["threads"] for s in found.values()} == {2}
+    for rid, s in found.items():  # W&B's finish() is called on failure too, with exit code 1
+        (wandb_file,) = offline_runs(runs / "mixed" / rid)
+        exits = [r.exit.exit_code for r in records(wandb_file) if r.WhichOneof("record_type") == "exit"]
+        assert exits == [1 if s["status"] == "failed" else 0]
     out = subprocess.run([sys.executable, "-m", "agent_safety.cli", "retry", str(sweep_dirs(runs / "mixed")[0]),
                           "--dry-run"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and "2 runs (1 completed, 1 failed), 1 to relaunch" in out.stdout, out.stdout
@@ -270,7 +274,7 @@ def test_api_key_never_reaches_run_files_or_wandb_files(tmp_path: Path, cache_di
     runs.mkdir()
     env = {**_env(), "WANDB_API_KEY": key}
     done = subprocess.run(_command(runs, cache_dir, ("schedule=S", "trainer.max_steps=2", "logger.mode=offline",
-                                                     "group=keys", "threads=1")),
+                                                     "trainer.logging_steps=1", "group=keys", "threads=1")),
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert key not in done.stdout + done.stderr
@@ -287,3 +291,6 @@ def test_api_key_never_reaches_run_files_or_wandb_files(tmp_path: Path, cache_di
                                                                                   "seed=0"]
     config = {item.key: json.loads(item.value_json) for item in run.config.update}
     assert config["schedule"]["name"] == "S" and config["trainer"]["max_steps"] == 2  # the resolved config
+    logged = {item.key or "/".join(item.nested_key) for r in records(wandb_file)
+              if r.WhichOneof("record_type") == "history" for item in r.history.item}
+    assert {"estimate/safety", "estimate/helpfulness", "train/loss", "train/global_step"} <= logged
