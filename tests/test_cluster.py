@@ -34,7 +34,8 @@ def _slurm_problem() -> str | None:
     except (OSError, subprocess.TimeoutExpired) as e:
         return f"SLURM does not answer: {e}"
     if ping.returncode != 0 or "UP" not in ping.stdout:
-        return f"SLURM is not running ({(ping.stdout or ping.stderr).strip()}): bash tests/cluster/slurm.sh start"
+        said = ((ping.stdout or ping.stderr).strip().splitlines() or ["no answer"])[0]
+        return f"SLURM is not running ({said}): bash tests/cluster/slurm.sh start"
     if part.stdout.strip() != "up":
         return f"SLURM partition 'debug' is not up ({part.stdout.strip() or part.stderr.strip()})"
     return None
