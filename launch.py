@@ -20,7 +20,12 @@ def main(cfg: DictConfig) -> dict:
 
 
 if __name__ == "__main__":
-    if "--dry-run" in sys.argv:  # plan in this process: never hand jobs to a cluster launcher
-        sys.argv = [a for a in sys.argv if a != "--dry-run"] + ["plan=true", "hydra/launcher=local"]
     register_configs()
+    if "--dry-run" in sys.argv or any(a.lower() == "plan=true" for a in sys.argv[1:]):
+        # plan in this process, through no launcher: nothing is submitted, whatever the launcher and preset
+        from agent_safety.plan import plan_sweep
+
+        multirun = "-m" in sys.argv or "--multirun" in sys.argv
+        args = [a for a in sys.argv[1:] if a not in ("--dry-run", "-m", "--multirun") and a.lower() != "plan=true"]
+        sys.exit(plan_sweep(args, multirun))
     main()

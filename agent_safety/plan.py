@@ -87,10 +87,39 @@ class PlanSummary(Callback):
             self.entries.append(value)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if not self.entries:
-            return
-        done = sum(e["status"] == "completed" for e in self.entries)
-        todo = [e for e in self.entries if e["status"] != "completed"]
-        hours = sum(e["gpu_hours"] or 0.0 for e in todo)
-        print(f"plan: {len(self.entries)} runs, {done} completed, {len(todo)} to run, "
-              f"~{hours:.1f} GPU-hours to go (nothing was submitted)", flush=True)
+        if self.entries:
+            print(plan_totals(self.entries), flush=True)
+
+
+def plan_totals(entries: list[dict[str, Any]]) -> str:
+    done = sum(e["status"] == "completed" for e in entries)
+    todo = [e for e in entries if e["status"] != "completed"]
+    hours = sum(e["gpu_hours"] or 0.0 for e in todo)
+    return (f"plan: {len(entries)} runs, {done} completed, {len(todo)} to run, "
+            f"~{hours:.1f} GPU-hours to go (nothing was submitted)")
+
+
+def plan_sweep(overrides: list[str], multirun: bool) -> int:
+    """``launch.py ... --dry-run``: plan every job of the command line's sweep in this process.
+
+    No launcher is involved (a cluster preset's launcher keys need not fit any other launcher) and no
+    sweep dir is written: the grid is expanded as Hydra's basic sweeper does and each job composed.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from agent_safety.retry import compose_jobs, expand_grid
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    fixed = [o for o, p in zip(overrides, parsed, strict=True) if not p.is_sweep_override()]
+    ((_, master),) = compose_jobs([fixed], hydra=True)
+    if multirun or str(master.hydra.mode) == "RunMode.MULTIRUN":
+        params = master.hydra.sweeper.get("params") or {}
+        jobs = expand_grid([f"{k}={v}" for k, v in params.items()], overrides)
+    else:
+        jobs = [tuple(overrides)]
+    entries = []
+    for i, (job, cfg) in enumerate(compose_jobs(jobs)):
+        print(f"#{i} : {' '.join(job)}", flush=True)
+        entries.append(plan_line(cfg))
+    print(plan_totals(entries), flush=True)
+    return 0

@@ -18,7 +18,7 @@ import shlex
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,13 +77,38 @@ def load_sweep(sweep_dir: Path) -> Sweep:
     )
 
 
-def expand(sweep: Sweep) -> list[tuple[str, ...]]:
-    """Every job's overrides, as Hydra's basic sweeper builds them (the grid, in its order)."""
+def expand_grid(params: Sequence[str], overrides: Sequence[str]) -> list[tuple[str, ...]]:
+    """Every job's overrides, as Hydra's basic sweeper builds them from its params and the command line's
+    overrides (the grid, in its order; a key on the command line replaces the same key of the params)."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    parsed = OverridesParser.create().parse_overrides([*sweep.params, *sweep.task])
+    parsed = OverridesParser.create().parse_overrides([*params, *overrides])
     return [tuple(job) for job in BasicSweeper.split_arguments(parsed, None)[0]]
+
+
+def expand(sweep: Sweep) -> list[tuple[str, ...]]:
+    return expand_grid(sweep.params, sweep.task)
+
+
+def compose_jobs(jobs: Sequence[Sequence[str]], common: Sequence[str] = (),
+                 hydra: bool = False) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """(overrides, composed config) of each job, composed from ``conf/`` as the launcher's job would be
+    (with Hydra's own node when ``hydra``)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from agent_safety.config import register_configs
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            for overrides in jobs:
+                yield tuple(overrides), compose(config_name="config", overrides=[*common, *overrides],
+                                                return_hydra_config=hydra)
+    finally:
+        GlobalHydra.instance().clear()
 
 
 def still_running(job: Mapping[str, Any]) -> bool | None:
@@ -111,28 +136,19 @@ def still_running(job: Mapping[str, Any]) -> bool | None:
 
 def job_statuses(sweep: Sweep, jobs: Sequence[tuple[str, ...]]) -> list[Job]:
     """Compose each job's config (as the launcher would) and read its run's status."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from agent_safety.config import register_configs
     from agent_safety.records import RunDir
     from agent_safety.schedule import run_dir_for
 
-    register_configs()
-    GlobalHydra.instance().clear()
     extra = [f"paths.runs_dir={sweep.runs_dir}"] if sweep.runs_dir else []
     out = []
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        for overrides in jobs:
-            cfg = compose(config_name="config", overrides=[*sweep.hydra, *overrides, *extra])
-            rid, rd, _ = run_dir_for(cfg)
-            root = rd.root if rd.root.is_absolute() else sweep.cwd / rd.root
-            status = RunDir(root).status()
-            state = status.get("status", "missing")
-            detail = status.get("error") or status.get("note") or ""
-            alive = still_running(status.get("job") or {}) if state in ("running", "preempted") else None
-            out.append(Job(tuple(overrides), rid, root, state, str(detail), alive))
-    GlobalHydra.instance().clear()
+    for overrides, cfg in compose_jobs([(*job, *extra) for job in jobs], sweep.hydra):
+        rid, rd, _ = run_dir_for(cfg)
+        root = rd.root if rd.root.is_absolute() else sweep.cwd / rd.root
+        status = RunDir(root).status()
+        state = status.get("status", "missing")
+        detail = status.get("error") or status.get("note") or ""
+        alive = still_running(status.get("job") or {}) if state in ("running", "preempted") else None
+        out.append(Job(overrides[:len(overrides) - len(extra)], rid, root, state, str(detail), alive))
     return out
 
 
