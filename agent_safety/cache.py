@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 def key(**parts: Any) -> str:
@@ -29,13 +33,48 @@ def tokenizer_key(tokenizer: Any) -> str:
                cls=type(tokenizer).__name__)
 
 
+@contextmanager
+def locked(lock_file: Path) -> Iterator[bool]:
+    """Hold an exclusive file lock for the block; yields False where the file system cannot lock (the
+    caller then goes on unshared: every write here is atomic anyway). A job that dies releases it."""
+    from filelock import FileLock
+
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(lock_file)
+    try:
+        lock.acquire()
+    except OSError as e:
+        log.warning("cannot lock %s (%s): going on without it", lock_file, e)
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
+
+
+def building(target: Path) -> AbstractContextManager[bool]:
+    """The lock that makes concurrent jobs build ``target`` once: a sweep's jobs start together, and the
+    others wait here, then find it built."""
+    return locked(target.parent / f".{target.name}.lock")
+
+
+def _load(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
+
+
 def cached_arrays(path: Path, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Load the arrays at ``path`` or compute and store them atomically."""
+    """Load the arrays at ``path`` or compute them once (see ``building``) and store them atomically."""
     if path.exists():
-        with np.load(path, allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
-    arrays = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
+        return _load(path)
+    with building(path):
+        if path.exists():
+            return _load(path)
+        return _store(path, compute())
+
+
+def _store(path: Path, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
     try:
         with os.fdopen(fd, "wb") as f:

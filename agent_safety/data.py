@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from agent_safety.cache import building
 from agent_safety.trajectories import Benchmark, load_benchmark
 
 #: Bump when the synthetic generator's output changes, so cached copies are regenerated.
@@ -27,17 +28,19 @@ def synthetic_root(data_cfg: Any, cache_dir: str | Path) -> Path:
                                        f"-s{data_cfg.generator_seed}-{data_cfg.judge}")
     if root.exists():
         return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".gen-", dir=root.parent))
-    try:
-        generate(tmp, n_cases=data_cfg.n_cases, seed=data_cfg.generator_seed, judge=data_cfg.judge)
+    with building(root):
+        if root.exists():
+            return root
+        tmp = Path(tempfile.mkdtemp(prefix=".gen-", dir=root.parent))
         try:
-            os.replace(tmp, root)
-        except OSError:  # a concurrent job generated it first
-            if not root.exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            generate(tmp, n_cases=data_cfg.n_cases, seed=data_cfg.generator_seed, judge=data_cfg.judge)
+            try:
+                os.replace(tmp, root)
+            except OSError:  # a concurrent job generated it first
+                if not root.exists():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return root
 
 
