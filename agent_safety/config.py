@@ -189,6 +189,8 @@ class RunConfig:
     """Sweep name: run dirs live in ``runs/<group>/<run_id>``."""
     force: bool = False
     """Rerun even if an identical config already completed."""
+    reuse_stages: bool = True
+    """Adopt a stage another run with the same prefix already trained (S_H's first stage is S); see ``reuse``."""
     plan: bool = False
     """Print the job (run id, status, estimated GPU-hours) instead of running it: ``--dry-run``."""
     threads: int | None = None
@@ -198,8 +200,8 @@ class RunConfig:
 
 KNOWN_METRICS = ("safety", "helpfulness")
 #: Keys that do not change what a run computes; left out of the run id.
-NON_SEMANTIC_KEYS = ("paths", "logger", "group", "force", "plan", "threads", "device", "hydra", "sweep", "launcher",
-                     "model.gpu_hours_per_kpair", "eval.batch_size")
+NON_SEMANTIC_KEYS = ("paths", "logger", "group", "force", "reuse_stages", "plan", "threads", "device", "hydra", "sweep",
+                     "launcher", "model.gpu_hours_per_kpair", "eval.batch_size")
 
 
 def register_configs(sweep_dir: Path | None = None) -> None:

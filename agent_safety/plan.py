@@ -1,7 +1,8 @@
 """Sweep plans: what a sweep would run, without running it (``launch.py -m +sweep=paper --dry-run``).
 
 Each job prints its run id, whether it already completed, and a rough GPU-hour estimate from the pair
-counts of its stages; a Hydra callback prints the totals at the end.
+counts of its stages; a Hydra callback prints the totals at the end, counting a stage that several
+schedules share (see ``reuse``) once.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from agent_safety.records import atomic_write
+from agent_safety.reuse import stage_key
 
 
 def _data_key(cfg: DictConfig, root: Path) -> str:
@@ -45,15 +47,16 @@ def pair_counts(cfg: DictConfig) -> dict[str, int]:
     return counts
 
 
-def gpu_hours(cfg: DictConfig, counts: dict[str, int]) -> float:
-    total = 0.0
+def stage_hours(cfg: DictConfig, counts: dict[str, int]) -> list[float]:
+    """GPU-hours of each stage: its pairs (capped by ``trainer.max_pairs``) x epochs x the model's rate."""
+    hours = []
     for name in cfg.schedule.stages:
         pairs = counts[name]
         if cfg.trainer.max_pairs:
             pairs = min(pairs, cfg.trainer.max_pairs)
         epochs = cfg.objectives[name].num_train_epochs or cfg.trainer.num_train_epochs
-        total += pairs / 1000 * epochs * cfg.model.gpu_hours_per_kpair
-    return total
+        hours.append(pairs / 1000 * epochs * cfg.model.gpu_hours_per_kpair)
+    return hours
 
 
 def plan_line(cfg: DictConfig) -> dict[str, Any]:
@@ -62,17 +65,20 @@ def plan_line(cfg: DictConfig) -> dict[str, Any]:
     from agent_safety.schedule import run_dir_for
 
     validate(cfg)
-    rid, rd, _ = run_dir_for(cfg)
+    rid, rd, config = run_dir_for(cfg)
     status = rd.status().get("status", "missing")
+    keys = [stage_key(config, k) for k in range(1, len(cfg.schedule.stages) + 1)] if cfg.reuse_stages else []
     try:
-        hours: float | None = gpu_hours(cfg, pair_counts(cfg))
+        per_stage: list[float] | None = stage_hours(cfg, pair_counts(cfg))
     except (OSError, ValueError) as e:  # data not fetched yet: still plan the job
-        hours = None
+        per_stage = None
         print(f"  (no estimate for {rid}: {e})")
+    hours = None if per_stage is None else sum(per_stage)
     shown = "?" if hours is None else f"{hours:.2f}"
     print(f"plan {rid}  {status:<9}  {shown:>7} GPU-h  {cfg.model.name} {cfg.data.name} {cfg.schedule.name} "
           f"beta={cfg.trainer.beta} seed={cfg.seed}  -> {rd.root}", flush=True)
-    return {"plan": True, "run_id": rid, "status": status, "gpu_hours": hours, "run_dir": str(rd.root)}
+    return {"plan": True, "run_id": rid, "status": status, "gpu_hours": hours, "run_dir": str(rd.root),
+            "stages": [[k, h] for k, h in zip(keys, per_stage or [], strict=False)]}
 
 
 class PlanSummary(Callback):
@@ -92,11 +98,21 @@ class PlanSummary(Callback):
 
 
 def plan_totals(entries: list[dict[str, Any]]) -> str:
+    """Totals over the runs still to go; a stage two schedules share (S and S_H's first) counts once."""
     done = sum(e["status"] == "completed" for e in entries)
     todo = [e for e in entries if e["status"] != "completed"]
-    hours = sum(e["gpu_hours"] or 0.0 for e in todo)
+    hours, seen, shared = 0.0, set(), 0
+    for e in todo:
+        if not e.get("stages"):  # stage sharing off, or no estimate
+            hours += e["gpu_hours"] or 0.0
+            continue
+        for k, h in e["stages"]:
+            shared += k in seen
+            hours += 0.0 if k in seen else h
+            seen.add(k)
+    note = f", {shared} stage{'s' * (shared != 1)} shared between schedules" if shared else ""
     return (f"plan: {len(entries)} runs, {done} completed, {len(todo)} to run, "
-            f"~{hours:.1f} GPU-hours to go (nothing was submitted)")
+            f"~{hours:.1f} GPU-hours to go{note} (nothing was submitted)")
 
 
 def plan_sweep(overrides: list[str], multirun: bool) -> int:

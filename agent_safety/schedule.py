@@ -31,6 +31,7 @@ from agent_safety.formatting import cached_tokenize
 from agent_safety.model import load_model, load_tokenizer, pick_device, resolve_base
 from agent_safety.pairs import PairRule
 from agent_safety.records import RunDir, run_id
+from agent_safety.reuse import adopt, shared_stage, stage_key
 from agent_safety.split import split_cases
 from agent_safety.stage import pair_set, train_stage
 from agent_safety.tracking import start as start_tracking
@@ -79,7 +80,7 @@ def run_schedule(cfg: DictConfig) -> RunResult:
     tags = [cfg.model.name, *dict.fromkeys(stages), f"beta={cfg.trainer.beta}", f"seed={cfg.seed}"]
     tracker = start_tracking(cfg.logger, rd.root, rid, cfg.group, cfg.schedule.name, tags, config)
     try:
-        records = _run(cfg, rid, rd, tracker)
+        records = _run(cfg, config, rid, rd, tracker)
         rd.set_status("completed", run_id=rid, finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
         tracker.finish(0)
         return RunResult(rid, rd.root, "completed", records)
@@ -93,7 +94,7 @@ def run_schedule(cfg: DictConfig) -> RunResult:
         raise
 
 
-def _run(cfg: DictConfig, rid: str, rd: RunDir, tracker: Any) -> list[dict[str, Any]]:
+def _run(cfg: DictConfig, config: dict[str, Any], rid: str, rd: RunDir, tracker: Any) -> list[dict[str, Any]]:
     from transformers import set_seed
 
     configure_threads(cfg.threads)
@@ -114,15 +115,16 @@ def _run(cfg: DictConfig, rid: str, rd: RunDir, tracker: Any) -> list[dict[str, 
 
     done = rd.completed_stages()
     last = max(done, default=0)
-    model = load_model(str(rd.model_dir(last)) if last else base_path, cfg.model, device)
+    model = None  # the model the next stage trains from, loaded when first needed (adopted stages need none)
 
     def score(m: Any, desc: str) -> tuple[Any, Any]:
         return sequence_logps(m, tokenized, bench, test_idx, cfg.eval.batch_size, eval_len, desc)
 
     def base_scores() -> tuple[Any, Any]:
-        if last == 0:
-            return score(model, "base log-probs")
+        nonlocal model
         base = load_model(base_path, cfg.model, device)
+        if last == 0:
+            model = base
         try:
             return score(base, "base log-probs")
         finally:
@@ -135,37 +137,57 @@ def _run(cfg: DictConfig, rid: str, rd: RunDir, tracker: Any) -> list[dict[str, 
               "judge": bench.judge, "schedule": cfg.schedule.name, "beta": float(cfg.trainer.beta),
               "seed": int(cfg.seed), "data_skipped": len(bench.skipped)}
 
+    def emit(rec: dict[str, Any], note: str = "") -> dict[str, Any]:
+        rd.write_stage_metrics(rec)
+        tracker.log({"stage": rec["stage"], "estimate/safety": rec["safety"],
+                     "estimate/helpfulness": rec["helpfulness"],
+                     **{f"estimate/{k}": v for k, v in rec.items() if k.startswith("pref_acc") and v is not None}})
+        stage = rec["stage"]
+        print(f"[{rid}] stage {stage} ({'base' if stage == 0 else rec['objectives'][-1]}): "
+              f"safety {rec['safety']:.3f}  helpfulness {rec['helpfulness']:.3f}{note}", flush=True)
+        return rec
+
+    def header(stage: int) -> dict[str, Any]:
+        return {**common, "stage": stage, "objectives": list(cfg.schedule.stages[:stage]),
+                "label_judges": [bench.judge] * stage}
+
     def record(stage: int, logps: Any, extra: dict[str, Any]) -> dict[str, Any]:
         est = estimate(bench, test_idx, logps, base_logps, n_tokens, rules, cfg.eval.per_token,
                        cfg.eval.temperature)
-        rec = {**common, "stage": stage, "objectives": list(cfg.schedule.stages[:stage]),
-               "label_judges": [bench.judge] * stage, **as_record(est), **extra}
-        rd.write_stage_metrics(rec)
-        tracker.log({"stage": stage, "estimate/safety": est.safety, "estimate/helpfulness": est.helpfulness,
-                     **{f"estimate/{k}": v for k, v in rec.items() if k.startswith("pref_acc") and v is not None}})
-        print(f"[{rid}] stage {stage} ({'base' if stage == 0 else rec['objectives'][-1]}): "
-              f"safety {est.safety:.3f}  helpfulness {est.helpfulness:.3f}", flush=True)
-        return rec
+        return emit({**header(stage), **as_record(est), **extra})
 
     if 0 not in done:
         record(0, base_logps, {"pairs_used": 0, "pairs_dropped": 0})
+    share = bool(cfg.reuse_stages) and not cfg.force
     for stage, name in enumerate(cfg.schedule.stages, 1):
         if stage in done:
             continue
-        objective = cfg.objectives[name]
-        rows = pair_set(bench, tokenized, PairRule.from_config(objective), train_cases, cfg.trainer.max_length,
-                        cfg.trainer.max_pairs, cfg.seed, cache_dir, tok_key)
-        log.info("stage %d (%s): %d pairs, %d dropped as longer than %d tokens", stage, name, len(rows.rows),
-                 rows.dropped, cfg.trainer.max_length)
-        epochs = objective.num_train_epochs or cfg.trainer.num_train_epochs
-        set_seed(cfg.seed + stage)  # the same stream whether or not earlier stages ran in this process
-        model, train_metrics = train_stage(model, tokenizer, rows, cfg.trainer, rd.stage_dir(stage), epochs,
-                                           cfg.seed, tracker.report_to, rid,
-                                           callbacks=tracker.trainer_callbacks(stage))
-        model.to(device)
-        logps, _ = score(model, f"stage {stage} log-probs")
-        record(stage, logps, {"pairs_used": len(rows.rows), "pairs_dropped": rows.dropped,
-                              "train_loss": train_metrics.get("train_loss")})
+        with shared_stage(Path(cfg.paths.runs_dir), stage_key(config, stage), stage, share) as shared:
+            src = shared.source() if shared else None
+            if src is not None and src.root.resolve() != rd.root.resolve():
+                trained = adopt(src, rd, stage)  # the same prefix was trained by another run: link it
+                emit({**trained, **header(stage), "trained_by": trained["run_id"]},
+                     f"  (trained by run {trained['run_id']})")
+                model = None
+                continue
+            if model is None:
+                model = load_model(str(rd.model_dir(stage - 1)) if stage > 1 else base_path, cfg.model, device)
+            objective = cfg.objectives[name]
+            rows = pair_set(bench, tokenized, PairRule.from_config(objective), train_cases, cfg.trainer.max_length,
+                            cfg.trainer.max_pairs, cfg.seed, cache_dir, tok_key)
+            log.info("stage %d (%s): %d pairs, %d dropped as longer than %d tokens", stage, name, len(rows.rows),
+                     rows.dropped, cfg.trainer.max_length)
+            epochs = objective.num_train_epochs or cfg.trainer.num_train_epochs
+            set_seed(cfg.seed + stage)  # the same stream whether or not earlier stages ran in this process
+            model, train_metrics = train_stage(model, tokenizer, rows, cfg.trainer, rd.stage_dir(stage), epochs,
+                                               cfg.seed, tracker.report_to, rid,
+                                               callbacks=tracker.trainer_callbacks(stage))
+            model.to(device)
+            logps, _ = score(model, f"stage {stage} log-probs")
+            record(stage, logps, {"pairs_used": len(rows.rows), "pairs_dropped": rows.dropped,
+                                  "train_loss": train_metrics.get("train_loss")})
+            if shared:
+                shared.publish(rd)
     rd_records = rd.metrics()
     tracker.summary({"run_dir": str(rd.root), "final/safety": rd_records[-1]["safety"],
                      "final/helpfulness": rd_records[-1]["helpfulness"]})

@@ -81,6 +81,7 @@ def assert_same_final(a: Path, b: Path) -> None:
     """The same records, stage by stage, to 1e-6 (the runs are deterministic: in practice bit-identical)."""
     ma, mb = metrics(a), metrics(b)
     assert [r["stage"] for r in ma] == [r["stage"] for r in mb]
+    assert not any("trained_by" in r for r in ma + mb)  # each trained its stages, none was adopted
     for ra, rb in zip(ma, mb, strict=True):
         assert ra["safety"] == pytest.approx(rb["safety"], abs=1e-6), ra["stage"]
         assert ra["helpfulness"] == pytest.approx(rb["helpfulness"], abs=1e-6), ra["stage"]
@@ -195,9 +196,9 @@ def test_preempted_run_resumes_to_the_same_run_and_metrics(slurm: None, tmp_path
     interrupt (SIGTERM + USR2: checkpoint, requeue, exit) in stage 2. An uninterrupted twin runs beside it."""
     runs = tmp_path / "runs"
     runs.mkdir()
-    # 12 steps of 4 pairs per stage, and the tiny preset's reference log-probs precomputed before step 1
+    # 12 steps of 4 pairs per stage; each run trains its own stages (shared, the twin's would be adopted)
     longer = ("eval.max_cases=8", "schedule=S_H", "trainer.max_pairs=48", "trainer.max_steps=12",
-              "trainer.save_steps=3")
+              "trainer.save_steps=3", "reuse_stages=false")
 
     def start(group: str) -> subprocess.Popen:
         log = (runs / f"{group}.log").open("w")
@@ -255,7 +256,7 @@ def test_submitit_local_and_local_run_the_same_sweep(tmp_path: Path, cache_dir: 
     local = launch(runs, cache_dir, "hydra/launcher=local", "threads=1", "group=local", "schedule=S,H",
                    "logger=none")
     parallel = launch(runs, cache_dir, "hydra/launcher=submitit_local", "group=parallel", "schedule=S,H",
-                      "logger=none")
+                      "logger=none", "reuse_stages=false")  # trained again, not adopted from the local runs
     assert local.returncode == 0, local.stdout[-4000:]
     assert parallel.returncode == 0, parallel.stdout[-4000:]
     a, b = runs_of(runs / "local"), runs_of(runs / "parallel")
