@@ -28,7 +28,7 @@ from agent_safety.estimate import (
     sequence_logps,
 )
 from agent_safety.formatting import cached_tokenize
-from agent_safety.model import load_model, load_tokenizer, pick_device, resolve_base
+from agent_safety.model import keep_freed_memory, load_model, load_tokenizer, pick_device, resolve_base
 from agent_safety.pairs import PairRule
 from agent_safety.records import RunDir, run_id
 from agent_safety.reuse import adopt, shared_stage, stage_key
@@ -101,6 +101,8 @@ def _run(cfg: DictConfig, config: dict[str, Any], rid: str, rd: RunDir, tracker:
     set_seed(cfg.seed)
     cache_dir = Path(cfg.paths.cache_dir)
     device = pick_device(cfg.device)
+    if device == "cpu":
+        keep_freed_memory()
     bench = load_data(cfg.data, cache_dir)
     train_cases, test_cases = split_cases(bench.n_cases, cfg.seed)
     if cfg.eval.max_cases:
