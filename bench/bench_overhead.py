@@ -4,11 +4,11 @@ Starts the default run (tiny model, synthetic data, S_H, one torch thread as a s
 as soon as stage 1's first optimiser step begins. The job itself logs that moment, counted from its own
 process start (``/proc``): "stage_1: first training step, X s after the process started". The log's
 timestamps split it into the part before the stage's pairs are ready (interpreter, imports, Hydra, data,
-tokenizer, model, the stage-0 estimate) and the part after (the Trainer's set-up and, in the tiny preset,
-the reference log-probs precomputed over all the stage's pairs before the first step).
+tokenizer, model, the stage-0 estimate) and the part after (the Trainer's set-up and, with
+``trainer.precompute_ref_log_probs=true``, the reference log-probs of all the stage's pairs).
 
 Cases: a cold cache (tiny model, data and base log-probs built), a warm one (every later run of a sweep),
-the warm one as a ``hydra/launcher=submitit_local`` job, and the warm one without the precompute.
+the warm one as a ``hydra/launcher=submitit_local`` job, and the warm one with the precompute on.
 
     python bench/bench_overhead.py [--repeat 1]
 """
@@ -85,12 +85,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=1, help="warm-cache repeats per case (the best is kept)")
     args = parser.parse_args()
-    no_pre = ["trainer.precompute_ref_log_probs=false"]
+    pre = ["trainer.precompute_ref_log_probs=true"]
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
         cache = Path(tmp) / "cache"
         cases = [("cold cache", "local", [], 1), ("warm cache", "local", [], args.repeat),
                  ("warm cache, submitit_local job", "submitit_local", [], args.repeat),
-                 ("warm cache, no ref-logp precompute", "local", no_pre, args.repeat)]
+                 ("warm cache, ref-logp precompute on", "local", pre, args.repeat)]
         print(f"{'case':<38} {'to pairs ready':>15} {'to first step':>14} {'spawn->step':>12}", flush=True)
         for n, (name, launcher, extra, repeat) in enumerate(cases):
             best: dict[str, float] | None = None
