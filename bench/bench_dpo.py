@@ -5,8 +5,11 @@ its own child process (so peak memory is per variant), one after the other:
 
 - ``trl``: a plain TRL script: conversational pairs tokenised by DPOTrainer, reference log-probs from
   the adapter-disabled model at every step;
-- ``framework-plain``: ``agent_safety.stage.train_stage`` fed pre-tokenised pairs, reference every step;
-- ``framework``: the default: pre-tokenised pairs and reference log-probs precomputed once;
+- ``framework``: the default: ``agent_safety.stage.train_stage`` fed pre-tokenised pairs, reference
+  log-probs at every step, glibc keeping freed memory (``agent_safety.model.keep_freed_memory``, as every
+  CPU run does);
+- ``framework-malloc-default``: the same with glibc's default (each step's activations mapped afresh);
+- ``framework-precompute``: the default with the reference log-probs of all pairs computed before step 1;
 - ``bare``: only loads the model and runs one forward pass (the memory floor of a LoRA run).
 
 Usage: ``python bench/bench_dpo.py [--steps 24] [--pairs 96]``.
@@ -26,7 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-VARIANTS = ("bare", "trl", "framework-plain", "framework")
+VARIANTS = ("bare", "trl", "framework-malloc-default", "framework-precompute", "framework")
 
 
 def _setup(cache: str, pairs_n: int):
@@ -65,7 +68,11 @@ def child(variant: str, steps: int, pairs_n: int, cache: str) -> dict:
             cfg.trainer.max_steps = steps
             cfg.trainer.logging_steps = steps
             cfg.trainer.save_steps = 10 * steps
-            cfg.trainer.precompute_ref_log_probs = variant == "framework"
+            cfg.trainer.precompute_ref_log_probs = variant == "framework-precompute"
+        if variant in ("framework", "framework-precompute"):
+            from agent_safety.model import keep_freed_memory
+
+            keep_freed_memory()
         start = time.perf_counter()
         if variant == "trl":
             out.update(_plain_trl(cfg, bench, pairs, tok, model, helpers, Path(tempfile.mkdtemp())))
@@ -136,10 +143,10 @@ def main() -> None:
     trl = results["trl"]
     print(f"DPO on the tiny model, {args.pairs} pairs, {args.steps} steps, torch threads "
           f"{env.get('BENCH_THREADS', '2')}")
-    print(f"{'variant':<16} {'step s':>8} {'ratio':>6} {'stage s':>8} {'ratio':>6} {'peak MB':>8}")
+    print(f"{'variant':<26} {'step s':>8} {'ratio':>6} {'stage s':>8} {'ratio':>6} {'peak MB':>8}")
     for name in VARIANTS[1:]:
         r = results[name]
-        print(f"{name:<16} {r['step_s']:>8.3f} {r['step_s'] / trl['step_s']:>6.2f} {r['total_s']:>8.1f} "
+        print(f"{name:<26} {r['step_s']:>8.3f} {r['step_s'] / trl['step_s']:>6.2f} {r['total_s']:>8.1f} "
               f"{r['total_s'] / trl['total_s']:>6.2f} {r['peak_rss_mb']:>8.0f}")
     bare = results["bare"]["peak_rss_mb"]
     print(f"peak memory: bare model {bare:.0f} MB; LoRA DPO run (framework) "
