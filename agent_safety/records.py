@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 import time
 from collections.abc import Mapping
@@ -76,6 +77,20 @@ def atomic_write(path: Path, text: str, durable: bool = True) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def replace_dir(target: Path, save: Any) -> None:
+    """Fill a temporary folder beside ``target`` with ``save(folder)`` and rename it into place whole: a
+    killed job leaves the old folder or the new one, never half of one."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        save(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def read_json(path: Path, default: Any = None) -> Any:

@@ -14,14 +14,13 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from agent_safety.cache import key, locked
-from agent_safety.records import RunDir, atomic_write, read_json, semantic_config
+from agent_safety.records import RunDir, atomic_write, read_json, replace_dir, semantic_config
 
 log = logging.getLogger(__name__)
 
@@ -86,15 +85,7 @@ def adopt(src: RunDir, rd: RunDir, stage: int) -> dict[str, Any]:
 
 def link_tree(src: Path, dst: Path) -> None:
     """Copy a folder as hard links (a copy across file systems), renamed into place whole."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}-", dir=dst.parent))
-    try:
-        shutil.copytree(src, tmp / "tree", copy_function=_link_or_copy)
-        if dst.exists():
-            shutil.rmtree(dst)
-        os.replace(tmp / "tree", dst)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    replace_dir(dst, lambda tmp: shutil.copytree(src, tmp, copy_function=_link_or_copy, dirs_exist_ok=True))
 
 
 def _link_or_copy(src: str, dst: str) -> None:

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from agent_safety.cluster import FirstStep, PreemptionGuard
 from agent_safety.formatting import Tokenized
 from agent_safety.model import use_bf16
 from agent_safety.pairs import PairRule, build_pairs
+from agent_safety.records import replace_dir
 from agent_safety.trajectories import Benchmark
 
 log = logging.getLogger(__name__)
@@ -155,22 +155,11 @@ def train_stage(model: Any, tokenizer: Any, pairs: StagePairs, trainer_cfg: Dict
     with guard:
         result = trainer.train(resume_from_checkpoint=resume)
     peft_model = trainer.model
-    _save_atomic(stage_dir / "adapter", lambda d: peft_model.save_pretrained(d))
+    replace_dir(stage_dir / "adapter", lambda d: peft_model.save_pretrained(d))
     merged = peft_model.merge_and_unload()
-    _save_atomic(stage_dir / "model", lambda d: (merged.save_pretrained(d, safe_serialization=True),
+    replace_dir(stage_dir / "model", lambda d: (merged.save_pretrained(d, safe_serialization=True),
                                                   tokenizer.save_pretrained(d)))
     shutil.rmtree(output_dir, ignore_errors=True)  # trainer checkpoints only serve a preempted stage
     metrics = {k: float(v) for k, v in result.metrics.items() if isinstance(v, int | float)}
     return merged, metrics
 
-
-def _save_atomic(target: Path, save: Any) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        save(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
