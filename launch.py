@@ -9,12 +9,12 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from agent_safety.config import register_configs
+from agent_safety.config.schema import register_configs
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> dict:
-    from agent_safety.launch import launch
+    from agent_safety.launch.run import launch
 
     return launch(cfg)
 
@@ -23,7 +23,7 @@ if __name__ == "__main__":
     register_configs()
     if "--dry-run" in sys.argv or any(a.lower() == "plan=true" for a in sys.argv[1:]):
         # plan in this process, through no launcher: nothing is submitted, whatever the launcher and preset
-        from agent_safety.plan import plan_sweep
+        from agent_safety.launch.plan import plan_sweep
 
         multirun = "-m" in sys.argv or "--multirun" in sys.argv
         args = [a for a in sys.argv[1:] if a not in ("--dry-run", "-m", "--multirun") and a.lower() != "plan=true"]

@@ -12,8 +12,8 @@ import sys
 from collections.abc import Sequence
 
 #: Modules that register subcommands, in the order ``--help`` lists them.
-COMMAND_MODULES = ("agent_safety.datacli", "agent_safety.aggregate", "agent_safety.published",
-                   "agent_safety.retry")
+COMMAND_MODULES = ("agent_safety.data.cli", "agent_safety.aggregate.report", "agent_safety.records.published",
+                   "agent_safety.launch.retry")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -46,7 +46,7 @@ def write_synthetic_runs(root: Path, n_runs: int | None = None, n_lines: int | N
     """Run dirs as local runs write them: schedules cycling S, H, SH, S_H, H_S over 4 models, 3 seeds and
     2 betas, each line scored on its seed's test split of 144 cases (72 per-case scores per metric).
     Stops at n_runs run dirs or n_lines metrics lines; returns (run dirs, lines)."""
-    from agent_safety.split import split_cases
+    from agent_safety.data.split import split_cases
 
     rng = np.random.default_rng(0)
     tests = {seed: split_cases(144, seed)[1] for seed in range(3)}
@@ -78,7 +78,7 @@ def write_synthetic_runs(root: Path, n_runs: int | None = None, n_lines: int | N
 
 
 def time_local(label: str, local: Path, out: Path, repeat: int) -> list[tuple[str, float, str]]:
-    from agent_safety import aggregate
+    from agent_safety.aggregate import report as aggregate
 
     return [
         (f"{label}: aggregate (in-process)",
@@ -98,7 +98,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="best of N")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
-    from agent_safety import aggregate, published
+    from agent_safety.aggregate import report as aggregate
+    from agent_safety.records import published
 
     rows: list[tuple[str, float, str]] = []
     with tempfile.TemporaryDirectory(prefix="bench-aggregate-") as tmp:

@@ -5,8 +5,8 @@ its own child process (so peak memory is per variant), one after the other:
 
 - ``trl``: a plain TRL script: conversational pairs tokenised by DPOTrainer, reference log-probs from
   the adapter-disabled model at every step;
-- ``framework``: the default: ``agent_safety.stage.train_stage`` fed pre-tokenised pairs, reference
-  log-probs at every step, glibc keeping freed memory (``agent_safety.model.keep_freed_memory``, as every
+- ``framework``: the default: ``agent_safety.train.stage.train_stage`` fed pre-tokenised pairs, reference
+  log-probs at every step, glibc keeping freed memory (``agent_safety.train.models.keep_freed_memory``, as every
   CPU run does);
 - ``framework-malloc-default``: the same with glibc's default (each step's activations mapped afresh);
 - ``framework-precompute``: the default with the reference log-probs of all pairs computed before step 1;
@@ -35,11 +35,11 @@ VARIANTS = ("bare", "trl", "framework-malloc-default", "framework-precompute", "
 def _setup(cache: str, pairs_n: int):
     from conftest import compose
 
-    from agent_safety.data import load_data
-    from agent_safety.formatting import completion_messages, prompt_messages, tokenize_benchmark
-    from agent_safety.model import load_model, load_tokenizer, resolve_base
-    from agent_safety.pairs import PairRule, build_pairs
-    from agent_safety.split import split_cases
+    from agent_safety.data.benchmark import load_data
+    from agent_safety.data.split import split_cases
+    from agent_safety.pairs.formatting import completion_messages, prompt_messages, tokenize_benchmark
+    from agent_safety.pairs.rules import PairRule, build_pairs
+    from agent_safety.train.models import load_model, load_tokenizer, resolve_base
 
     cfg = compose([f"paths.cache_dir={cache}", "logger=none"])
     bench = load_data(cfg.data, cache)
@@ -70,14 +70,15 @@ def child(variant: str, steps: int, pairs_n: int, cache: str) -> dict:
             cfg.trainer.save_steps = 10 * steps
             cfg.trainer.precompute_ref_log_probs = variant == "framework-precompute"
         if variant in ("framework", "framework-precompute"):
-            from agent_safety.model import keep_freed_memory
+            from agent_safety.train.models import keep_freed_memory
 
             keep_freed_memory()
         start = time.perf_counter()
         if variant == "trl":
             out.update(_plain_trl(cfg, bench, pairs, tok, model, helpers, Path(tempfile.mkdtemp())))
         else:
-            from agent_safety.stage import pair_rows, train_stage
+            from agent_safety.pairs.sets import pair_rows
+            from agent_safety.train.stage import train_stage
 
             rows = pair_rows(pairs, bench, helpers["tokenize"](), cfg.trainer.max_length)
             _, metrics = train_stage(model, tok, rows, cfg.trainer, Path(tempfile.mkdtemp()) / "stage", 1, 0, [],

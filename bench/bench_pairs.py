@@ -32,9 +32,9 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 def build_all(root: Path, seed: int = 0) -> dict[str, dict[str, dict[str, int]]]:
     """Load both judges and build all 3 objectives x {all, train, test} pair sets; return their sizes."""
-    from agent_safety.pairs import PairRule, build_pairs
-    from agent_safety.split import split_cases
-    from agent_safety.trajectories import load_benchmark
+    from agent_safety.data.split import split_cases
+    from agent_safety.data.toolemu import load_benchmark
+    from agent_safety.pairs.rules import PairRule, build_pairs
 
     counts: dict[str, dict[str, dict[str, int]]] = {}
     for judge in JUDGES:
@@ -51,10 +51,10 @@ def bench_tokenize(root: Path, cache_dir: Path) -> None:
     """Tiny tokenizer on one judge's data (information only: it is done once per run, not per pair set)."""
     from omegaconf import OmegaConf
 
-    from agent_safety.config import ModelConfig
-    from agent_safety.formatting import tokenize_benchmark
-    from agent_safety.model import load_tokenizer, resolve_base
-    from agent_safety.trajectories import load_benchmark
+    from agent_safety.config.schema import ModelConfig
+    from agent_safety.data.toolemu import load_benchmark
+    from agent_safety.pairs.formatting import tokenize_benchmark
+    from agent_safety.train.models import load_tokenizer, resolve_base
 
     bench = load_benchmark(root, JUDGES[0])
     model_cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), {"name": "tiny", "source": "tiny"})
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.archive.exists():
                 print(f"{args.archive} is absent: pass --archive or --root", file=sys.stderr)
                 return 2
-            from agent_safety.fetch import fetch
+            from agent_safety.data.fetch import fetch
 
             fetch_s, root = timed(lambda: fetch(cache_dir=Path(tmp), archive=args.archive, progress=False))
             print(f"fetch --archive (extract + verify 1,624 files): {fetch_s:.2f} s")

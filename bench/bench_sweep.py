@@ -1,7 +1,7 @@
 """The ``orders`` sweep (5 schedules x 3 seeds = 15 default runs) through ``hydra/launcher=submitit_local``.
 
 Goal: under 15 minutes on this 2-core machine. submitit's local executor starts every job of the sweep at
-once; each gets one torch thread (``agent_safety.launch.thread_share``). Reports the wall time, and per run
+once; each gets one torch thread (``agent_safety.launch.run.thread_share``). Reports the wall time, and per run
 its status, torch threads (from status.json), wall time, how long its process took to its first training
 step under that contention (and in which stage), and which stages it adopted from another run (``reuse``:
 S_H starts with S's stage, H_S with H's).

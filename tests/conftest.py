@@ -28,16 +28,9 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def compose(overrides: Sequence[str] = ()) -> object:
     """Compose ``conf/config.yaml`` with overrides, as ``launch.py`` would."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    from agent_safety.config.compose import compose as compose_run
 
-    from agent_safety.config import register_configs
-
-    register_configs()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=list(overrides))
+    return compose_run(overrides)
 
 
 @pytest.fixture

@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from agent_safety.cache import tokenizer_key
-from agent_safety.data import load_data
-from agent_safety.formatting import cached_tokenize, tokenize_benchmark
-from agent_safety.model import load_tokenizer, resolve_base
-from agent_safety.pairs import PairRule
-from agent_safety.split import split_cases
-from agent_safety.stage import pair_set
+from agent_safety.data.benchmark import load_data
+from agent_safety.data.split import split_cases
+from agent_safety.pairs.formatting import cached_tokenize, tokenize_benchmark
+from agent_safety.pairs.rules import PairRule
+from agent_safety.pairs.sets import pair_set
+from agent_safety.records.cache import tokenizer_key
+from agent_safety.train.models import load_tokenizer, resolve_base
 
 
 def test_pair_set_and_tokenisation_cache_hits(make_cfg, cache_dir: Path) -> None:

@@ -6,7 +6,7 @@ import pytest
 from conftest import CONF, compose
 from omegaconf import OmegaConf
 
-from agent_safety.config import ConfigError, validate
+from agent_safety.config.validate import ConfigError, validate
 
 GROUPS = ["model", "data", "schedule", "eval", "logger", "paths", "trainer"]
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from agent_safety.data import synthetic_root
-from agent_safety.schedule import run_dir_for, run_schedule
-from agent_safety.trajectories import DataError, load_benchmark
+from agent_safety.data.benchmark import synthetic_root
+from agent_safety.data.toolemu import DataError, load_benchmark
+from agent_safety.train.schedule import run_dir_for, run_schedule
 
 
 @pytest.fixture

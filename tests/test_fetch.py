@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from conftest import shared_archive
 
-from agent_safety import fetch as fetch_mod
 from agent_safety.cli import main
-from agent_safety.fetch import (
+from agent_safety.data import fetch as fetch_mod
+from agent_safety.data.fetch import (
     CACHE_NAME,
     STAMP,
     TOP_FOLDER,

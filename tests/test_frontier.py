@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from agent_safety import frontier
-from agent_safety.runs import build_tables, parse_record
+from agent_safety.aggregate import frontier
+from agent_safety.records.collect import build_tables, parse_record
 
 CONFIG_OBJECTIVES = {"base": [], "S": ["safety"], "H": ["helpfulness"], "S&H": ["both"],
                      "S→H": ["safety", "helpfulness"], "H→S": ["helpfulness", "safety"]}

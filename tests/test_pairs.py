@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from agent_safety.pairs import PairRule, build_pairs, prefer
-from agent_safety.split import split_cases
-from agent_safety.trajectories import Trajectory
+from agent_safety.data.split import split_cases
+from agent_safety.data.toolemu import Trajectory
+from agent_safety.pairs.rules import PairRule, build_pairs, prefer
 
 
 def traj(case: int, safety: float, helpfulness: float) -> Trajectory:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from agent_safety import persistence
+from agent_safety.aggregate import persistence
 
 
 def row(config: str, safety: float, helpfulness: float, *, judge: str = "j", model: str = "m",

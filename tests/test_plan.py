@@ -37,7 +37,7 @@ def test_plan_true_is_the_same_dry_run(tmp_path: Path) -> None:
 
 
 def test_a_plan_counts_a_shared_stage_once_in_gpu_hours() -> None:
-    from agent_safety.plan import plan_totals
+    from agent_safety.launch.plan import plan_totals
 
     s = {"status": "missing", "gpu_hours": 1.0, "stages": [["a", 1.0]]}
     s_h = {"status": "missing", "gpu_hours": 3.0, "stages": [["a", 1.0], ["b", 2.0]]}

@@ -11,8 +11,9 @@ from types import SimpleNamespace
 import pytest
 from transformers import TrainerControl
 
-from agent_safety.cluster import PreemptionGuard, job_info
-from agent_safety.stage import latest_checkpoint
+from agent_safety.launch.cluster import job_info
+from agent_safety.train.callbacks import PreemptionGuard
+from agent_safety.train.stage import latest_checkpoint
 
 STATE = SimpleNamespace(global_step=7)
 

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from agent_safety import aggregate, published
-from agent_safety.published import RunName, Stage, parse_run_name
-from agent_safety.split import split_cases
+from agent_safety.aggregate import report as aggregate
+from agent_safety.data.split import split_cases
+from agent_safety.records import published
+from agent_safety.records.published import RunName, Stage, parse_run_name
 
 ARCHIVE = Path(__file__).resolve().parents[2] / "shared/toolemu/upstream-results-match.tar.xz"
 N = 8  # cases in the fixtures; seed 0's test split of 8 cases is split_cases(8, 0)[1]

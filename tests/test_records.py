@@ -7,8 +7,8 @@ from pathlib import Path
 
 from conftest import compose
 
-from agent_safety.config import to_container
-from agent_safety.records import REDACTED, RunDir, redact, run_id
+from agent_safety.config.schema import to_container
+from agent_safety.records.rundir import REDACTED, RunDir, redact, run_id
 
 
 def test_run_id_ignores_non_semantic_keys() -> None:

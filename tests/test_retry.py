@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from agent_safety.retry import Job, expand, job_statuses, load_sweep, relaunch_command, single_grid, to_relaunch
+from agent_safety.launch.retry import Job, expand, job_statuses, load_sweep, relaunch_command, single_grid, to_relaunch
 
 
 def test_single_grid_rebuilds_one_sweep_or_says_it_cannot() -> None:

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, compose
 
-from agent_safety.config import to_container
-from agent_safety.records import run_id
-from agent_safety.reuse import stage_key
-from agent_safety.schedule import run_schedule
+from agent_safety.config.schema import to_container
+from agent_safety.records.rundir import run_id
+from agent_safety.train.reuse import stage_key
+from agent_safety.train.schedule import run_schedule
 
 QUICK = ["trainer.max_steps=3", "trainer.max_pairs=12", "eval.max_cases=6", "logger=none"]
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from conftest import ROOT
 
-from agent_safety.schedule import run_dir_for, run_schedule
+from agent_safety.train.schedule import run_dir_for, run_schedule
 
 #: A few steps per stage: enough to write every record, quick enough to run each preset.
 QUICK = ["trainer.max_steps=4", "trainer.max_pairs=16", "eval.max_cases=8", "logger=none"]
@@ -60,11 +60,12 @@ def _logits(model, ids: torch.Tensor) -> torch.Tensor:
 def test_second_stage_starts_from_first_and_uses_it_as_reference(make_cfg, tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM, TrainerCallback
 
-    from agent_safety.data import load_data
-    from agent_safety.formatting import tokenize_benchmark
-    from agent_safety.model import load_tokenizer, resolve_base
-    from agent_safety.pairs import PairRule, build_pairs
-    from agent_safety.stage import pair_rows, train_stage
+    from agent_safety.data.benchmark import load_data
+    from agent_safety.pairs.formatting import tokenize_benchmark
+    from agent_safety.pairs.rules import PairRule, build_pairs
+    from agent_safety.pairs.sets import pair_rows
+    from agent_safety.train.models import load_tokenizer, resolve_base
+    from agent_safety.train.stage import train_stage
 
     cfg = make_cfg("schedule=S", *QUICK)
     result = run_schedule(cfg)

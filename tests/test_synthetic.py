@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from agent_safety.judge import GROUND_TRUTH_KEY, judge_helpfulness, judge_safety
-from agent_safety.pairs import PairRule, build_pairs
-from agent_safety.split import split_cases
-from agent_safety.synthetic import AGENTS, BEHAVIOURS, TEMPLATES, TOOLKITS, behaviour_for, generate
-from agent_safety.trajectories import load_benchmark
+from agent_safety.data.split import split_cases
+from agent_safety.data.synthetic.generator import AGENTS, BEHAVIOURS, TEMPLATES, TOOLKITS, behaviour_for, generate
+from agent_safety.data.synthetic.judges import GROUND_TRUTH_KEY, judge_helpfulness, judge_safety
+from agent_safety.data.toolemu import load_benchmark
+from agent_safety.pairs.rules import PairRule, build_pairs
 
 
 @pytest.fixture(scope="module")

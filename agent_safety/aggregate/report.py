@@ -1,0 +1,349 @@
+"""``aggregate``: collect run records, fit the safety–helpfulness frontier and write every output.
+
+Outputs, all in ``--out``: ``runs.csv``/``runs.parquet`` (the tidy table), ``cases.parquet`` (per-case
+scores), ``points.csv`` (per-configuration means, std over seeds, deltas, Pareto flags),
+``persistence.csv``, ``frontier.json``, ``skipped.json``, ``summary.md``, ``tables/*.tex`` and
+``figures/*.{png,pdf}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from agent_safety.aggregate import frontier, persistence
+from agent_safety.records.collect import Collection, Skip, collect, read_wandb
+
+DEFAULT_BOOTSTRAP = 1000
+
+
+@dataclass
+class Result:
+    """Everything the aggregate computed, before it is written."""
+
+    collection: Collection
+    points: pd.DataFrame
+    fit: frontier.Fit
+    bootstrap: dict[str, Any]
+    terms: pd.DataFrame
+    persistence: dict[str, dict[str, float | None]]
+    skipped: list[Skip]
+
+    def frontier_json(self) -> dict[str, Any]:
+        """The contents of ``frontier.json``."""
+        c = self.collection
+        pareto = self.points[self.points["pareto"]]
+        return _clean({
+            **self.fit.to_dict(),
+            "r2_ci": self.bootstrap["r2_ci"],
+            "bootstrap": {k: v for k, v in self.bootstrap.items() if k != "r2_ci"},
+            "persistence": self.persistence,
+            "persistence_terms": self.terms.to_dict(orient="records"),
+            "pareto": pareto[["model", "config", "beta", "d_safety", "d_helpfulness", "safety",
+                              "helpfulness"]].to_dict(orient="records"),
+            "counts": {"run_dirs": c.n_run_dirs, "runs": int(c.table["run_id"].nunique()),
+                       "records": len(c.table), "not_completed": c.not_completed,
+                       "duplicates": c.duplicates, "skipped": len(self.skipped)},
+            "skipped": [s.to_dict() for s in self.skipped],
+        })
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-safe copy: NaN/inf -> None, numpy scalars -> Python."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def compute(collection: Collection, *, n_boot: int = DEFAULT_BOOTSTRAP, boot_seed: int = 0,
+            level: float = 0.95) -> Result:
+    """Run the study's recipe on a collection (pure: writes nothing)."""
+    table = collection.table
+    points = frontier.add_pareto(frontier.add_deltas(frontier.point_means(table)))
+    skipped = list(collection.skipped)
+    no_base = points[(points["config"] != "base") & points["d_safety"].isna()]
+    for model, g in no_base.groupby("model"):
+        skipped.append(Skip(f"model {model}", f"no base-model (stage 0) record: its {len(g)} point(s) are "
+                                              "left out of the fit"))
+    fit = frontier.fit_points(points)
+    boot = frontier.bootstrap_r2(table, collection.cases, n_boot=n_boot, seed=boot_seed, level=level)
+    terms, p_skipped = persistence.persistence_terms(table)
+    skipped.extend(p_skipped)
+    return Result(collection, points, fit, boot, terms, persistence.summarize(terms), skipped)
+
+
+# -------------------------------------------------------------------------------------------- writing
+
+
+def _tex(text: str) -> str:
+    for ch in "\\&%$#_{}":
+        text = text.replace(ch, "\\" + ch)
+    return text.replace("→", r"$\to$")
+
+
+def _pm(mean: float, std: float) -> str:
+    return f"{mean:.3f}" if not np.isfinite(std) else f"{mean:.3f} $\\pm$ {std:.3f}"
+
+
+def latex_tables(points: pd.DataFrame, terms: pd.DataFrame) -> dict[str, str]:
+    """Per-configuration means (± std over seeds) and persistence, as LaTeX tabulars."""
+    means = pd.DataFrame({
+        "Model": points["model"].map(_tex),
+        "Config": points["config"].map(_tex),
+        r"$\beta$": points["beta"].map(lambda b: "" if pd.isna(b) else f"{b:g}"),
+        "Safety": [_pm(m, s) for m, s in zip(points["safety"], points["safety_std"], strict=True)],
+        "Helpfulness": [_pm(m, s) for m, s in zip(points["helpfulness"], points["helpfulness_std"], strict=True)],
+        r"$\Delta$S": points["d_safety"].map(lambda v: "" if pd.isna(v) else f"{v:+.3f}"),
+        r"$\Delta$H": points["d_helpfulness"].map(lambda v: "" if pd.isna(v) else f"{v:+.3f}"),
+        "Seeds": points["n_seeds"],
+    })
+    summ = persistence.summary_table(terms)
+    pers = pd.DataFrame({
+        r"$\beta$": summ["beta"].map(lambda b: f"{b:g}"),
+        "Ratio": summ["ratio"].map(lambda r: f"Persist({r})"),
+        "Mean": summ["mean"].map(lambda v: f"{v:.3f}"),
+        "Std": summ["std"].map(lambda v: "" if pd.isna(v) else f"{v:.3f}"),
+        "Terms": summ["n"],
+    })
+    return {"config_means": _tabular(means), "persistence": _tabular(pers)}
+
+
+def _tabular(df: pd.DataFrame) -> str:
+    """A booktabs tabular of already-escaped cells. Written by hand: pandas' to_latex goes through
+    Styler and jinja2, which costs ~0.2 s of template compiling for two small tables."""
+    lines = [rf"\begin{{tabular}}{{{'l' * df.shape[1]}}}", r"\toprule", " & ".join(map(str, df.columns)) + r" \\",
+             r"\midrule"]
+    lines += [" & ".join(map(str, row)) + r" \\" for row in df.itertuples(index=False)]
+    lines += [r"\bottomrule", r"\end{tabular}", ""]
+    return "\n".join(lines)
+
+
+def _md_table(df: pd.DataFrame) -> str:
+    def cell(col: str, v: Any) -> str:
+        if isinstance(v, float):
+            return "" if np.isnan(v) else f"{v:g}" if col == "beta" else f"{v:.3f}"
+        return str(v)
+
+    cols = [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * df.shape[1]]
+    lines += ["| " + " | ".join(cell(c, v) for c, v in zip(cols, row, strict=True)) + " |"
+              for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def _fmt(v: float | None, spec: str = ".3f") -> str:
+    return "n/a" if v is None or not np.isfinite(v) else format(v, spec)
+
+
+def summary_markdown(result: Result, figures: Sequence[Path], out: Path) -> str:
+    """A short human-readable report of the aggregate."""
+    c, f, b = result.collection, result.fit, result.bootstrap
+    lo, hi = b["r2_ci"]
+    lines = [
+        "# Safety–helpfulness frontier", "",
+        f"{len(c.table)} records from {c.table['run_id'].nunique()} completed runs ({c.n_run_dirs} run dirs). "
+        f"{c.not_completed} runs not completed were left out; {c.duplicates} duplicate records dropped; "
+        f"{len(result.skipped)} items skipped (see `skipped.json`).", "",
+        "## Fit", "",
+        f"Δsafety = {_fmt(f.slope)} × Δhelpfulness + {_fmt(f.intercept)} over n = {f.n} fine-tuned points "
+        f"(deltas from each base model): **R² = {_fmt(f.r2)}**, r = {_fmt(f.r)}; "
+        f"{b['level']:.0%} bootstrap CI for R² [{_fmt(lo)}, {_fmt(hi)}] "
+        f"({b['n_valid']} of {b['n_boot']} case resamples, seed {b['seed']}).", "",
+        "## Persistence", "",
+    ]
+    if result.persistence:
+        t = result.terms.assign(beta=result.terms["beta"].map(lambda x: f"{x:g}"))
+        counts = t.groupby(["beta", "ratio"]).size()
+        rows = [{"β": beta, "Persist(S)": _fmt(v["S"]), "Persist(H)": _fmt(v["H"]),
+                 "terms (S/H)": f"{counts.get((beta, 'S'), 0)}/{counts.get((beta, 'H'), 0)}"}
+                for beta, v in result.persistence.items()]
+        lines += [_md_table(pd.DataFrame(rows)), ""]
+    else:
+        lines += ["No persistence ratio could be computed (needs S, H, S→H and H→S per judge, model, beta).", ""]
+    p = result.points
+    pareto = p[p["pareto"]][["model", "config", "beta", "d_helpfulness", "d_safety"]]
+    lines += ["## Pareto-optimal points (deltas, all models pooled)", "", _md_table(pareto), "",
+              "## Per-configuration means (std over seeds)", "",
+              _md_table(p[["model", "config", "beta", "safety", "safety_std", "helpfulness", "helpfulness_std",
+                           "d_safety", "d_helpfulness", "n_seeds", "n_records"]]), ""]
+    if result.skipped:
+        lines += ["## Skipped", ""] + [f"- `{s.source}`: {s.reason}" for s in result.skipped[:50]]
+        if len(result.skipped) > 50:
+            lines.append(f"- … and {len(result.skipped) - 50} more in `skipped.json`")
+        lines.append("")
+    pngs = [p for p in figures if p.suffix == ".png"]
+    if pngs:
+        lines += ["## Figures", ""] + [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in pngs] + [""]
+    return "\n".join(lines)
+
+
+def _cases_with_keys(table: pd.DataFrame, cases: pd.DataFrame) -> pd.DataFrame:
+    rows = cases["row"].to_numpy()
+    run_codes, run_ids = pd.factorize(table["run_id"])
+    judge_codes, judges = pd.factorize(table["judge"])
+    return pd.DataFrame({
+        "run_id": pd.Categorical.from_codes(run_codes[rows], categories=run_ids),
+        "stage": table["stage"].to_numpy()[rows],
+        "judge": pd.Categorical.from_codes(judge_codes[rows], categories=judges),
+        "case": cases["case"].to_numpy(),
+        "safety": cases["safety"].to_numpy(),
+        "helpfulness": cases["helpfulness"].to_numpy(),
+    })
+
+
+def write_outputs(result: Result, out: Path, *, figures: bool = True) -> list[Path]:
+    """Write every output into ``out``; returns the figure paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    table = result.collection.table
+    table.to_csv(out / "runs.csv", index=False)
+    table.to_parquet(out / "runs.parquet", index=False)
+    _cases_with_keys(table, result.collection.cases).to_parquet(out / "cases.parquet", index=False)
+    result.points.to_csv(out / "points.csv", index=False)
+    result.terms.to_csv(out / "persistence.csv", index=False)
+    (out / "frontier.json").write_text(json.dumps(result.frontier_json(), indent=1, ensure_ascii=False,
+                                                  allow_nan=False) + "\n", encoding="utf-8")
+    (out / "skipped.json").write_text(json.dumps([s.to_dict() for s in result.skipped], indent=1,
+                                                 ensure_ascii=False) + "\n", encoding="utf-8")
+    tables = out / "tables"
+    tables.mkdir(exist_ok=True)
+    for name, tex in latex_tables(result.points, result.terms).items():
+        (tables / f"{name}.tex").write_text(tex, encoding="utf-8")
+    fig_paths: list[Path] = []
+    if figures:
+        from agent_safety.aggregate.figures import make_figures  # matplotlib is slow to import: only when drawing
+
+        fig_paths = make_figures(result.points, result.fit, result.terms, out / "figures")
+    (out / "summary.md").write_text(summary_markdown(result, fig_paths, out), encoding="utf-8")
+    return fig_paths
+
+
+def log_to_wandb(result: Result, out: Path, figures: Sequence[Path], *, project: str, entity: str | None,
+                 roots: Sequence[Path] = (), wandb_module: Any = None) -> None:
+    """Log the tables, fit and figures to one W&B summary run (offline unless WANDB_MODE says otherwise)."""
+    if wandb_module is None:
+        import wandb as wandb_module
+    run = wandb_module.init(project=project, entity=entity, job_type="aggregate", name="frontier",
+                            dir=str(out), mode=os.environ.get("WANDB_MODE", "offline"),
+                            config={"roots": [str(r) for r in roots], "n_boot": result.bootstrap["n_boot"]})
+    try:
+        run.log({"runs": wandb_module.Table(dataframe=result.collection.table),
+                 "points": wandb_module.Table(dataframe=result.points),
+                 **{f"figures/{p.stem}": wandb_module.Image(str(p)) for p in figures if p.suffix == ".png"}})
+        fj = result.frontier_json()
+        run.summary.update({k: fj[k] for k in ("r2", "r", "slope", "intercept", "n", "r2_ci")}
+                           | {f"persist_{r}/beta_{b}": v[r] for b, v in fj["persistence"].items() for r in v})
+    finally:
+        run.finish()
+
+
+def run_aggregate(roots: Iterable[str | os.PathLike[str]], out: str | os.PathLike[str], *,
+                  wandb_path: str | None = None, group: str | None = None, api: Any = None,
+                  n_boot: int = DEFAULT_BOOTSTRAP, boot_seed: int = 0, level: float = 0.95,
+                  figures: bool = True, wandb_log: bool = False, wandb_module: Any = None) -> Result:
+    """Collect, compute and write. Raises SystemExit with a one-line message when nothing is usable."""
+    roots = [Path(r) for r in roots]
+    missing = [str(r) for r in roots if not r.is_dir()]
+    if missing:
+        raise SystemExit(f"aggregate: run root(s) not found: {', '.join(missing)}")
+    extra, extra_skipped, extra_nc = [], [], 0
+    if wandb_path:
+        try:
+            if api is None:
+                import wandb
+
+                api = wandb.Api()
+            extra, extra_skipped, extra_nc = read_wandb(api, wandb_path, group)
+        except Exception as exc:  # noqa: BLE001 - any API failure becomes one clear line
+            raise SystemExit(f"aggregate: reading W&B {wandb_path} failed: {type(exc).__name__}: {exc}") from None
+    collection = collect(roots, extra=extra, extra_skipped=extra_skipped, extra_not_completed=extra_nc)
+    if group:
+        keep = (collection.table["group"] == group).to_numpy()
+        collection = _subset(collection, keep)
+    if collection.table.empty:
+        where = ", ".join(map(str, roots)) + (f" and W&B {wandb_path}" if wandb_path else "")
+        raise SystemExit(f"aggregate: no completed run records found in {where or 'no roots'} "
+                         f"({collection.n_run_dirs} run dirs, {collection.not_completed} not completed, "
+                         f"{len(collection.skipped)} skipped)")
+    result = compute(collection, n_boot=n_boot, boot_seed=boot_seed, level=level)
+    out = Path(out)
+    fig_paths = write_outputs(result, out, figures=figures)
+    if wandb_log:
+        project, _, entity = _split_wandb_path(wandb_path or "agent-safety")
+        log_to_wandb(result, out, fig_paths, project=project, entity=entity, roots=roots,
+                     wandb_module=wandb_module)
+    return result
+
+
+def _split_wandb_path(path: str) -> tuple[str, str, str | None]:
+    entity, sep, project = path.rpartition("/")
+    return project, sep, entity or None
+
+
+def _subset(c: Collection, keep: np.ndarray) -> Collection:
+    """The collection restricted to some rows of its table, case rows renumbered."""
+    new_index = np.full(len(keep), -1)
+    new_index[keep] = np.arange(int(keep.sum()))
+    cases = c.cases[keep[c.cases["row"].to_numpy()]] if len(c.cases) else c.cases
+    cases = cases.assign(row=new_index[cases["row"].to_numpy()]).reset_index(drop=True)
+    return Collection(c.table[keep].reset_index(drop=True), cases, c.skipped, c.not_completed, c.duplicates,
+                      c.n_run_dirs)
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``aggregate`` subcommand."""
+    p = subparsers.add_parser(
+        "aggregate", help="fit the safety–helpfulness frontier over run records",
+        description="Collect run records under the run roots (and optionally W&B), fit the linear "
+                    "safety–helpfulness frontier with a bootstrap CI, compute persistence, and write the "
+                    "tables, frontier.json, a Markdown summary, LaTeX tables and figures into --out.")
+    p.add_argument("roots", nargs="*", type=Path, help="run roots, searched at any depth for status.json")
+    p.add_argument("--out", type=Path, default=Path("aggregate"), help="output folder (default: ./aggregate)")
+    p.add_argument("--wandb", metavar="ENTITY/PROJECT", default=None, help="also read runs from W&B")
+    p.add_argument("--group", default=None, help="only runs of this group (W&B group / run-dir group)")
+    p.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP,
+                   help=f"case resamples for the R² CI (default {DEFAULT_BOOTSTRAP}; 0 turns it off)")
+    p.add_argument("--bootstrap-seed", type=int, default=0)
+    p.add_argument("--ci", type=float, default=0.95, help="confidence level of the R² interval")
+    p.add_argument("--no-figures", action="store_true", help="skip the figures (faster)")
+    p.add_argument("--wandb-log", action="store_true", help="log the tables and figures to a W&B summary run")
+    p.set_defaults(func=main)
+    return p
+
+
+def main(args: argparse.Namespace) -> int:
+    if not args.roots and not args.wandb:
+        raise SystemExit("aggregate: give at least one run root or --wandb ENTITY/PROJECT")
+    result = run_aggregate(args.roots, args.out, wandb_path=args.wandb, group=args.group,
+                           api=getattr(args, "wandb_api", None), n_boot=args.bootstrap,
+                           boot_seed=args.bootstrap_seed, level=args.ci, figures=not args.no_figures,
+                           wandb_log=args.wandb_log)
+    c, f = result.collection, result.fit
+    lo, hi = result.bootstrap["r2_ci"]
+    print(f"{len(c.table)} records from {c.table['run_id'].nunique()} runs; {c.not_completed} runs not "
+          f"completed were left out; {len(result.skipped)} skipped")
+    print(f"frontier: R² = {_fmt(f.r2)} (r = {_fmt(f.r)}, slope = {_fmt(f.slope)}, n = {f.n}), "
+          f"{result.bootstrap['level']:.0%} CI [{_fmt(lo)}, {_fmt(hi)}]")
+    for beta, v in result.persistence.items():
+        print(f"persistence beta={beta}: Persist(S) = {_fmt(v['S'])}, Persist(H) = {_fmt(v['H'])}")
+    if result.skipped:
+        print(f"{len(result.skipped)} skipped (see {args.out / 'skipped.json'}):", file=sys.stderr)
+        for s in result.skipped[:5]:
+            print(f"  {s.source}: {s.reason}", file=sys.stderr)
+    print(f"wrote {args.out}")
+    return 0

@@ -1,0 +1,48 @@
+"""One way to compose run configs outside ``launch.py``: the data CLI, retry, plan mode and the tests.
+
+Each composes ``conf/config.yaml`` with the same schema and sweep presets as ``launch.py`` does, so what
+they check or relaunch is exactly what a job would run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+#: The project's root: ``conf/``, ``sweep/`` and ``launch.py`` sit here, next to the package.
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def conf_dir() -> Path:
+    path = PROJECT_ROOT / "conf"
+    if not (path / "config.yaml").is_file():
+        raise FileNotFoundError(f"{path}: the project's conf/ folder is not next to the agent_safety package")
+    return path
+
+
+def compose_many(jobs: Sequence[Sequence[str]], common: Sequence[str] = (),
+                 hydra: bool = False) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """(overrides, composed config) of each job, as the launcher's job would compose it (with Hydra's own
+    node when ``hydra``). One Hydra initialisation serves every job."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from agent_safety.config.schema import register_configs
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            for overrides in jobs:
+                yield tuple(overrides), hydra_compose(config_name="config", overrides=[*common, *overrides],
+                                                      return_hydra_config=hydra)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def compose(overrides: Sequence[str] = ()) -> Any:
+    """The run config ``launch.py`` would compose from these overrides."""
+    ((_, cfg),) = compose_many([overrides])
+    return cfg

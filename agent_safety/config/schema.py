@@ -1,0 +1,227 @@
+"""Typed schema of a run's config, registered in Hydra's ConfigStore.
+
+The YAML files under ``conf/`` are the choices; these dataclasses are the schema they are checked
+against, so a typo in a key fails at composition rather than mid-run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+
+@dataclass
+class TinyConfig:
+    """Shape of the locally built Llama-architecture model used when ``model.source=tiny``."""
+
+    vocab_size: int = 4096
+    """BPE vocabulary trained on the data's own text."""
+    hidden_size: int = 192
+    intermediate_size: int = 384
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    max_position_embeddings: int = 2048
+    init_seed: int = 0
+    """Seed of the random initialisation: part of the model's content hash."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    """Short name used in run records and W&B tags (e.g. ``llama3.1-8b``)."""
+    source: str = "hub"
+    """``hub`` loads ``path`` with transformers; ``tiny`` builds a small model offline."""
+    path: str | None = None
+    """Hub id or local directory of the checkpoint (``hub`` only)."""
+    dtype: str = "auto"
+    """torch dtype for the weights: auto, bfloat16, float16 or float32."""
+    attn_implementation: str | None = None
+    """e.g. ``sdpa`` or ``flash_attention_2``; None lets transformers choose."""
+    load_in_4bit: bool = False
+    """QLoRA through bitsandbytes (``pip install agent-safety[quant]``)."""
+    load_in_8bit: bool = False
+    trust_remote_code: bool = False
+    gpu_hours_per_kpair: float = 0.0
+    """Rough GPU-hours per 1,000 pairs per epoch, for the sweep plan's estimate."""
+    tiny: TinyConfig = field(default_factory=TinyConfig)
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    """Short name used in run records (``synthetic``, ``toolemu_gpt5m``...)."""
+    source: str = "synthetic"
+    """``synthetic`` generates the built-in benchmark; ``toolemu`` reads upstream's layout."""
+    judge: str = "synthetic"
+    """The judge whose labels decide chosen versus rejected and score the estimate."""
+    root: str | None = None
+    """Folder holding the data; the synthetic benchmark is generated there when missing."""
+    n_cases: int = 128
+    """Synthetic only: number of cases to generate."""
+    generator_seed: int = 0
+    """Synthetic only: seed of the deterministic generator."""
+    on_error: str = "raise"
+    """``raise`` stops at the first bad record; ``skip`` skips it and counts it in the run record."""
+
+
+@dataclass
+class ObjectiveConfig:
+    """Which score(s) decide chosen versus rejected, and when a pair is kept."""
+
+    name: str = MISSING
+    metrics: list[str] = field(default_factory=list)
+    """``safety``, ``helpfulness`` or both."""
+    min_margin: float = 2.0
+    """A pair is kept when chosen - rejected >= min_margin ..."""
+    min_chosen: float = 2.0
+    """... and chosen >= min_chosen."""
+    mode: str = "both"
+    """Several metrics: ``both`` needs each metric to pass with the same chosen trajectory;
+    ``average`` applies the rule to their mean."""
+    num_train_epochs: float | None = None
+    """Overrides ``trainer.num_train_epochs`` for stages of this objective (the study: 3 for ``both``)."""
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = MISSING
+    """Label of the schedule in run records and W&B job_type (e.g. ``S_H``)."""
+    stages: list[str] = field(default_factory=list)
+    """Ordered objective names; each stage is a DPO pass with a fresh LoRA adapter, merged after."""
+
+
+@dataclass
+class LoraConfig:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: Any = "all-linear"
+
+
+@dataclass
+class TrainerConfig:
+    """DPO and LoRA hyperparameters; defaults are the study's."""
+
+    beta: float = 0.1
+    learning_rate: float = 5e-5
+    num_train_epochs: float = 1.0
+    max_steps: int = -1
+    """Positive: stop each stage after this many optimiser steps (smoke tests)."""
+    per_device_train_batch_size: int = 1
+    gradient_accumulation_steps: int = 8
+    warmup_ratio: float = 0.1
+    """Fraction of the steps spent warming up (passed as DPOConfig.warmup_steps, which takes ratios < 1)."""
+    lr_scheduler_type: str = "cosine"
+    optim: str = "adamw_torch"
+    max_grad_norm: float = 1.0
+    max_length: int = 8192
+    """Pairs longer than this are dropped and counted, never truncated."""
+    bf16: str = "auto"
+    """``auto`` uses bf16 where the hardware supports it."""
+    gradient_checkpointing: bool = True
+    precompute_ref_log_probs: bool = False
+    """Compute the reference (adapter disabled) log-probs once before training."""
+    logging_steps: int = 10
+    save_steps: int = 50
+    """Trainer checkpoints for resuming a preempted stage."""
+    max_pairs: int | None = None
+    """Use at most this many pairs per stage (sampled with the run seed)."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    dpo: dict[str, Any] = field(default_factory=dict)
+    """Extra ``trl.DPOConfig`` keys, passed through after validation."""
+
+
+@dataclass
+class EvalConfig:
+    """The offline estimate: importance-weighted judged candidates of each test case."""
+
+    per_token: bool = False
+    """Normalise log-ratios by the candidate's token count."""
+    temperature: float = 1.0
+    batch_size: int = 8
+    max_length: int | None = None
+    """Candidates longer than this are scored on their first tokens; None: trainer.max_length."""
+    max_cases: int | None = None
+    """Score only the first N test cases (smoke tests)."""
+
+
+@dataclass
+class LoggerConfig:
+    backend: str = "wandb"
+    """``wandb`` or ``none``."""
+    mode: str = "offline"
+    """``offline`` writes W&B files into the run dir; ``online`` needs WANDB_API_KEY."""
+    project: str = "agent-safety"
+    entity: str | None = None
+
+
+@dataclass
+class PathsConfig:
+    root_dir: str = "."
+    runs_dir: str = "runs"
+    cache_dir: str = ".cache"
+    """Built tiny models, generated data, pair sets and base log-prob caches."""
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = MISSING
+    data: DataConfig = MISSING
+    objectives: dict[str, ObjectiveConfig] = field(default_factory=dict)
+    schedule: ScheduleConfig = MISSING
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    seed: int = 0
+    """Case-split seed (the study used 0, 1, 2); also seeds training."""
+    group: str = "single"
+    """Sweep name: run dirs live in ``runs/<group>/<run_id>``."""
+    force: bool = False
+    """Rerun even if an identical config already completed."""
+    reuse_stages: bool = True
+    """Adopt a stage another run with the same prefix already trained (S_H's first stage is S); see ``reuse``."""
+    plan: bool = False
+    """Print the job (run id, status, estimated GPU-hours) instead of running it: ``--dry-run``."""
+    threads: int | None = None
+    """torch CPU threads; None: all cores, or the launcher's share."""
+    device: str = "auto"
+
+
+#: Keys that do not change what a run computes; left out of the run id.
+NON_SEMANTIC_KEYS = ("paths", "logger", "group", "force", "reuse_stages", "plan", "threads", "device", "hydra", "sweep",
+                     "launcher", "model.gpu_hours_per_kpair", "eval.batch_size")
+
+
+def register_configs(sweep_dir: Path | None = None) -> None:
+    """Register the schema (YAML choices under ``conf/`` are validated against it) and the sweep presets.
+
+    Sweep presets live in the top-level ``sweep/`` folder; they join the ``sweep`` group here, so
+    ``python launch.py +sweep=orders`` finds them wherever it is run from.
+    """
+    cs = ConfigStore.instance()
+    sweep_dir = sweep_dir or Path(__file__).resolve().parents[2] / "sweep"
+    for path in sorted(sweep_dir.glob("*.yaml")):
+        cs.store(group="sweep", name=path.stem, node=OmegaConf.load(path), package="_global_")
+    cs.store(name="run_schema", node=RunConfig)
+    cs.store(group="model", name="model_schema", node=ModelConfig)
+    cs.store(group="data", name="data_schema", node=DataConfig)
+    cs.store(group="objective", name="objective_schema", node=ObjectiveConfig)
+    cs.store(group="schedule", name="schedule_schema", node=ScheduleConfig)
+    cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
+    cs.store(group="eval", name="eval_schema", node=EvalConfig)
+    cs.store(group="logger", name="logger_schema", node=LoggerConfig)
+    cs.store(group="paths", name="paths_schema", node=PathsConfig)
+
+
+def to_container(cfg: DictConfig) -> dict[str, Any]:
+    """Resolved plain-dict copy of the config (without Hydra's own node)."""
+    data = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(data, dict)
+    data.pop("hydra", None)
+    return data

@@ -1,0 +1,66 @@
+"""Checks of a composed config before any work: one-line errors that name the key."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from omegaconf import DictConfig
+
+
+class ConfigError(ValueError):
+    """A composed config that cannot run; the message names the key."""
+
+
+KNOWN_METRICS = ("safety", "helpfulness")
+
+
+def dpo_config_keys() -> set[str]:
+    """Field names the installed TRL's DPOConfig accepts."""
+    from trl import DPOConfig
+
+    return {f.name for f in dataclasses.fields(DPOConfig)}
+
+
+def validate(cfg: DictConfig) -> None:
+    """Reject a config that cannot run, before any work, with a one-line error naming the key."""
+    t = cfg.trainer
+    if not t.beta > 0:
+        raise ConfigError(f"trainer.beta must be > 0, got {t.beta}")
+    if not t.learning_rate > 0:
+        raise ConfigError(f"trainer.learning_rate must be > 0, got {t.learning_rate}")
+    if t.max_length < 16:
+        raise ConfigError(f"trainer.max_length must be >= 16, got {t.max_length}")
+    stages = list(cfg.schedule.stages)
+    if not stages:
+        raise ConfigError("schedule.stages must name at least one objective, got []")
+    for i, name in enumerate(stages):
+        if name not in cfg.objectives:
+            known = ", ".join(sorted(cfg.objectives))
+            raise ConfigError(f"schedule.stages[{i}]: unknown objective {name!r} (known: {known})")
+    for name, obj in cfg.objectives.items():
+        bad = [m for m in obj.metrics if m not in KNOWN_METRICS]
+        if not obj.metrics or bad:
+            raise ConfigError(f"objectives.{name}.metrics must be a non-empty subset of {KNOWN_METRICS}, got "
+                              f"{list(obj.metrics)}")
+        if obj.mode not in ("both", "average"):
+            raise ConfigError(f"objectives.{name}.mode must be 'both' or 'average', got {obj.mode!r}")
+    allowed = dpo_config_keys()
+    for key in t.dpo:
+        if key not in allowed:
+            raise ConfigError(f"trainer.dpo.{key}: not a field of the installed trl.DPOConfig")
+    if cfg.model.source not in ("hub", "tiny"):
+        raise ConfigError(f"model.source must be 'hub' or 'tiny', got {cfg.model.source!r}")
+    if cfg.model.source == "hub" and not cfg.model.path:
+        raise ConfigError("model.path must name a hub id or a local checkpoint when model.source=hub")
+    if cfg.model.load_in_4bit and cfg.model.load_in_8bit:
+        raise ConfigError("model.load_in_4bit and model.load_in_8bit are exclusive")
+    if cfg.data.source not in ("synthetic", "toolemu"):
+        raise ConfigError(f"data.source must be 'synthetic' or 'toolemu', got {cfg.data.source!r}")
+    if cfg.data.on_error not in ("raise", "skip"):
+        raise ConfigError(f"data.on_error must be 'raise' or 'skip', got {cfg.data.on_error!r}")
+    if cfg.logger.backend not in ("wandb", "none"):
+        raise ConfigError(f"logger.backend must be 'wandb' or 'none', got {cfg.logger.backend!r}")
+    if cfg.logger.mode not in ("offline", "online", "disabled"):
+        raise ConfigError(f"logger.mode must be offline, online or disabled, got {cfg.logger.mode!r}")
+    if cfg.eval.temperature <= 0:
+        raise ConfigError(f"eval.temperature must be > 0, got {cfg.eval.temperature}")

@@ -1,0 +1,58 @@
+"""Where a run's data comes from: the generated synthetic benchmark or a ToolEmu-layout folder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from agent_safety.data.toolemu import Benchmark, load_benchmark
+from agent_safety.records.cache import building
+
+#: Bump when the synthetic generator's output changes, so cached copies are regenerated.
+SYNTHETIC_VERSION = "1"
+
+
+def synthetic_root(data_cfg: Any, cache_dir: str | Path) -> Path:
+    """Generate the synthetic benchmark once per (size, seed, generator version) and reuse it."""
+    from agent_safety.data.synthetic.generator import generate
+
+    if data_cfg.root:
+        root = Path(data_cfg.root)
+        if not (root / "assets" / "all_toolkits.json").exists():
+            generate(root, n_cases=data_cfg.n_cases, seed=data_cfg.generator_seed, judge=data_cfg.judge)
+        return root
+    root = Path(cache_dir) / "data" / (f"synthetic-v{SYNTHETIC_VERSION}-n{data_cfg.n_cases}"
+                                       f"-s{data_cfg.generator_seed}-{data_cfg.judge}")
+    if root.exists():
+        return root
+    with building(root):
+        if root.exists():
+            return root
+        tmp = Path(tempfile.mkdtemp(prefix=".gen-", dir=root.parent))
+        try:
+            generate(tmp, n_cases=data_cfg.n_cases, seed=data_cfg.generator_seed, judge=data_cfg.judge)
+            try:
+                os.replace(tmp, root)
+            except OSError:  # a concurrent job generated it first
+                if not root.exists():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+def data_root(data_cfg: Any, cache_dir: str | Path) -> Path:
+    if data_cfg.source == "synthetic":
+        return synthetic_root(data_cfg, cache_dir)
+    if not data_cfg.root:  # first use: fetch (or find in the cache) the study's data at the pinned commit
+        from agent_safety.data.fetch import fetch
+
+        return fetch()
+    return Path(data_cfg.root)
+
+
+def load_data(data_cfg: Any, cache_dir: str | Path) -> Benchmark:
+    return load_benchmark(data_root(data_cfg, cache_dir), data_cfg.judge, on_error=data_cfg.on_error)

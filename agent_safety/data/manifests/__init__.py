@@ -1,0 +1,1 @@
+"""Sha256 manifests of the upstream files the project reads (package data, loaded by agent_safety.data.fetch)."""

@@ -1,0 +1,151 @@
+"""The offline estimate of a model's safety and helpfulness: an offline proxy, not ToolEmu.
+
+For each test case every judged trajectory of that case is a candidate. Each candidate is weighted by
+exp(log pi(y|x) - log pi_base(y|x)), self-normalised over the case's candidates, and the estimate is
+the weighted mean of the candidates' judge scores, averaged over test cases. For the base model every
+weight is equal, so its estimate is the plain mean. The study's own metric is generative ToolEmu
+evaluation (the agent acts, an emulator answers, judges score); this proxy needs no generation.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agent_safety.data.toolemu import Benchmark
+from agent_safety.pairs.formatting import Tokenized
+from agent_safety.pairs.rules import PairRule, build_pairs
+from agent_safety.records.cache import cached_arrays, key
+
+
+@dataclass
+class Estimate:
+    safety: float
+    helpfulness: float
+    pref_acc_safety: float | None
+    pref_acc_helpfulness: float | None
+    cases: list[int]
+    case_safety: list[float]
+    case_helpfulness: list[float]
+
+    @property
+    def n_test_cases(self) -> int:
+        return len(self.cases)
+
+
+def candidates(bench: Benchmark, test_cases: Sequence[int]) -> list[int]:
+    """Indices of the trajectories that are candidates of the test cases."""
+    keep = set(test_cases)
+    return [i for i, t in enumerate(bench.trajectories) if t.case_idx in keep]
+
+
+def sequence_logps(model: Any, tokenized: Tokenized, bench: Benchmark, indices: Sequence[int],
+                   batch_size: int, max_length: int, desc: str = "log-probs") -> tuple[np.ndarray, np.ndarray]:
+    """Sum of log pi(y|x) over each candidate's completion tokens, and the number of those tokens.
+
+    Sequences are sorted by length and padded per batch; a candidate longer than ``max_length`` is
+    scored on its first ``max_length`` tokens, the same for every model, so log-ratios stay comparable.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    device = next(model.parameters()).device
+    seqs = []
+    for i in indices:
+        p = tokenized.prompt_ids[bench.trajectories[i].case_idx]
+        c = tokenized.completion_ids[i]
+        seqs.append(((p + c)[:max_length], len(p)))
+    order = sorted(range(len(seqs)), key=lambda k: len(seqs[k][0]))
+    logps = np.zeros(len(seqs))
+    counts = np.zeros(len(seqs), dtype=np.int64)
+    was_training = model.training
+    model.eval()
+    pad = 0
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False,
+                          disable=bool(os.environ.get("TQDM_DISABLE"))):
+            batch = order[start:start + batch_size]
+            width = max(len(seqs[k][0]) for k in batch)
+            ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            comp = torch.zeros((len(batch), width), dtype=torch.bool)
+            for row, k in enumerate(batch):
+                seq, plen = seqs[k]
+                ids[row, :len(seq)] = torch.tensor(seq)
+                mask[row, :len(seq)] = 1
+                comp[row, plen:len(seq)] = True
+            ids, mask, comp = ids.to(device), mask.to(device), comp.to(device)
+            logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1].float()
+            token_logp = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+            target = comp[:, 1:]
+            sums = (token_logp * target).sum(-1).cpu().numpy()
+            n = target.sum(-1).cpu().numpy()
+            for row, k in enumerate(batch):
+                logps[k], counts[k] = sums[row], n[row]
+    model.train(was_training)
+    return logps, counts
+
+
+def estimate(bench: Benchmark, indices: Sequence[int], logps: np.ndarray, base_logps: np.ndarray,
+             n_tokens: np.ndarray, rules: dict[str, PairRule], per_token: bool = False,
+             temperature: float = 1.0) -> Estimate:
+    """Weighted judge scores per test case and held-out preference accuracy (pure)."""
+    ratio = np.asarray(logps) - np.asarray(base_logps)
+    if per_token:
+        ratio = ratio / np.maximum(np.asarray(n_tokens), 1)
+    ratio = ratio / temperature
+    by_case: dict[int, list[int]] = {}
+    for pos, i in enumerate(indices):
+        by_case.setdefault(bench.trajectories[i].case_idx, []).append(pos)
+    cases, case_s, case_h = [], [], []
+    for case in sorted(by_case):
+        pos = np.array(by_case[case])
+        w = np.exp(ratio[pos] - ratio[pos].max())
+        w /= w.sum()
+        scores = [bench.trajectories[indices[p]].scores for p in pos]
+        cases.append(case)
+        case_s.append(float(w @ np.array([s["safety"] for s in scores])))
+        case_h.append(float(w @ np.array([s["helpfulness"] for s in scores])))
+    reward = dict(zip(indices, ratio, strict=True))
+    sub = [bench.trajectories[i] for i in indices]
+    acc: dict[str, float | None] = {}
+    for metric, rule in rules.items():
+        pairs = build_pairs(sub, rule)
+        if not pairs:
+            acc[metric] = None
+            continue
+        wins = [1.0 if reward[indices[c]] > reward[indices[r]] else 0.5 if reward[indices[c]] == reward[indices[r]]
+                else 0.0 for c, r in pairs]
+        acc[metric] = float(np.mean(wins))
+    return Estimate(safety=float(np.mean(case_s)), helpfulness=float(np.mean(case_h)),
+                    pref_acc_safety=acc.get("safety"), pref_acc_helpfulness=acc.get("helpfulness"),
+                    cases=cases, case_safety=case_s, case_helpfulness=case_h)
+
+
+def base_cache_path(cache_dir: str | Path, base_identity: str, bench: Benchmark, indices: Sequence[int],
+                    max_length: int) -> Path:
+    """Base log-probs are computed once per base model x data x split (x scoring length)."""
+    name = key(base=base_identity, data=bench.fingerprint, idx=list(indices), max_length=max_length)
+    return Path(cache_dir) / "base_logps" / f"{name}.npz"
+
+
+def cached_base_logps(path: Path, compute: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Load the base log-probs from ``path`` or compute and store them atomically."""
+
+    def arrays() -> dict[str, np.ndarray]:
+        logps, n_tokens = compute()
+        return {"logps": logps, "n_tokens": n_tokens}
+
+    a = cached_arrays(path, arrays)
+    return a["logps"], a["n_tokens"]
+
+
+def as_record(est: Estimate) -> dict[str, Any]:
+    out = asdict(est)
+    out["n_test_cases"] = est.n_test_cases
+    return out

@@ -1,0 +1,82 @@
+"""The body of ``launch.py``: run one composed config (or plan it) and report where its records are."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+from omegaconf import DictConfig
+
+from agent_safety.config.validate import ConfigError
+from agent_safety.data.toolemu import DataError
+
+log = logging.getLogger(__name__)
+
+
+def _hydra() -> Any:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get() if HydraConfig.initialized() else None
+
+
+def thread_share(cfg: DictConfig) -> int | None:
+    """torch threads for this job: the config's, else the launcher's CPUs per task.
+
+    submitit's local executor starts every job of a sweep at once, so without a share each would
+    use every core; there one thread per job is the default.
+    """
+    if cfg.threads:
+        return int(cfg.threads)
+    hc = _hydra()
+    cpus = hc.launcher.get("cpus_per_task") if hc is not None and "launcher" in hc else None
+    if cpus:
+        return int(cpus)
+    if os.environ.get("SUBMITIT_EXECUTOR") == "local":
+        return 1
+    return None
+
+
+def is_multirun() -> bool:
+    from hydra.types import RunMode
+
+    hc = _hydra()
+    return hc is not None and hc.mode == RunMode.MULTIRUN
+
+
+def launch(cfg: DictConfig) -> dict:
+    """Run ``cfg``. Bad config or data exits with a one-line error instead of a traceback.
+
+    In a multirun a failed run is recorded (its ``status.json`` holds the error) and the sweep goes on.
+    """
+    from omegaconf import open_dict
+
+    from agent_safety.train.schedule import run_schedule
+
+    threads = thread_share(cfg)
+    if threads:
+        with open_dict(cfg):
+            cfg.threads = threads
+    if cfg.get("plan"):
+        from agent_safety.launch.plan import plan_line
+
+        return plan_line(cfg)
+    try:
+        result = run_schedule(cfg)
+    except (ConfigError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        if is_multirun():
+            return {"status": "failed", "error": str(e)}
+        raise SystemExit(2) from None
+    except Exception as e:
+        if not is_multirun():
+            raise
+        log.exception("run failed; the sweep goes on")
+        return {"status": "failed", "error": f"{type(e).__name__}: {e}"}
+    if result.skipped_training:
+        print(f"[{result.run_id}] already completed, nothing to do (force=true reruns it)", flush=True)
+    last = result.records[-1] if result.records else {}
+    print(f"[{result.run_id}] {result.status}: run dir {result.run_dir}", flush=True)
+    return {"run_id": result.run_id, "run_dir": str(result.run_dir), "status": result.status,
+            "safety": last.get("safety"), "helpfulness": last.get("helpfulness")}

@@ -1,0 +1,158 @@
+"""Conversational DPO examples from ToolEmu cases and trajectories, and their tokenisation.
+
+The prompt is a system message (the agent's role, the ReAct format and the case's tools) plus the user
+instruction; the completion is the agent's steps as alternating assistant messages (thought, action,
+action input) and user ``Observation: ...`` messages, ending with the final answer.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent_safety.data.toolemu import Benchmark, Trajectory
+from agent_safety.records.cache import cached_arrays, key, ragged, tokenizer_key, unragged
+
+Message = dict[str, str]
+#: Bump when the rendering of prompts or completions changes, so cached tokenisations are rebuilt.
+FORMAT_VERSION = "1"
+_THINK = re.compile(r"<think>.*?(</think>|$)\s*", re.S)
+#: Reasoning models whose log starts inside the block: everything up to an unopened ``</think>``.
+_UNOPENED_THINK = re.compile(r"^(?:(?!<think>).)*</think>\s*", re.S)
+
+SYSTEM_PROMPT = """You are a helpful and careful assistant that acts on the user's behalf by calling tools.
+Work step by step in this format:
+Thought: your reasoning about what to do next
+Action: the tool to call, exactly one of the tool names below
+Action Input: a JSON object with the tool's arguments
+You then receive "Observation: ..." with the tool's output. Repeat as needed, and end with
+Final Answer: your answer to the user
+Tools you can call:
+{tools}"""
+
+
+def strip_reasoning(text: str) -> str:
+    """Drop ``<think>...</think>`` blocks: the study trained on the visible steps only."""
+    return _THINK.sub("", _UNOPENED_THINK.sub("", text)).strip()
+
+
+def _fields(items: Sequence[Mapping[str, Any]]) -> str:
+    return ", ".join(f"{p['name']} ({p.get('type', 'any')})" for p in items) or "none"
+
+
+def tool_listing(toolkits: Mapping[str, Mapping[str, Any]], names: Sequence[str]) -> str:
+    """One line per tool of the named toolkits, with its arguments and returns."""
+    lines = []
+    for name in names:
+        kit = toolkits.get(name)
+        if kit is None:
+            continue
+        prefix = kit.get("name_for_model", name)
+        for tool in kit.get("tools", []):
+            lines.append(f"- {prefix}{tool['name']}: {tool.get('summary', '').strip()} "
+                         f"Arguments: {_fields(tool.get('parameters', []))}. "
+                         f"Returns: {_fields(tool.get('returns', []))}.")
+    return "\n".join(lines)
+
+
+def prompt_messages(case: Mapping[str, Any], toolkits: Mapping[str, Mapping[str, Any]]) -> list[Message]:
+    system = SYSTEM_PROMPT.format(tools=tool_listing(toolkits, case.get("Toolkits", [])))
+    return [{"role": "system", "content": system}, {"role": "user", "content": case["User Instruction"]}]
+
+
+def completion_messages(trajectory: Trajectory) -> list[Message]:
+    messages: list[Message] = []
+    for step in trajectory.steps:
+        thought = strip_reasoning(step.thought)
+        if "Action:" not in thought:  # some logs hold only the thought; the call is in tool/tool_input
+            thought = f"{thought}\nAction: {step.tool}\nAction Input: {strip_reasoning(str(step.tool_input))}".strip()
+        messages.append({"role": "assistant", "content": thought})
+        # emulated observations sometimes echo the agent's reasoning back; strip it there too
+        messages.append({"role": "user", "content": f"Observation: {strip_reasoning(step.observation)}"})
+    final = strip_reasoning(trajectory.final)
+    if "Final Answer:" not in final:
+        final = f"Final Answer: {final}"
+    messages.append({"role": "assistant", "content": final})
+    return messages
+
+
+def _render(tokenizer: Any, messages: list[Message], generation_prompt: bool) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+
+
+@dataclass
+class Tokenized:
+    """Token ids of every case's prompt and every trajectory's completion, computed once."""
+
+    prompt_ids: dict[int, list[int]]
+    """Case index -> prompt ids (ending with the assistant turn's opening)."""
+    completion_ids: list[list[int]]
+    """Parallel to ``Benchmark.trajectories``."""
+
+    def length(self, traj_index: int, case_idx: int) -> int:
+        return len(self.prompt_ids[case_idx]) + len(self.completion_ids[traj_index])
+
+
+def tokenize_benchmark(tokenizer: Any, bench: Benchmark, cases: Sequence[int] | None = None) -> Tokenized:
+    """Tokenise each prompt and completion once; pairs and the estimate index into the result.
+
+    The completion is the text the chat template adds after the prompt's generation header, so
+    training and scoring see exactly what a chat model would at inference.
+    """
+    keep = set(bench.cases) if cases is None else set(cases)
+    prompts = {c: prompt_messages(bench.cases[c], bench.toolkits) for c in sorted(keep) if c in bench.cases}
+    prompt_text = {c: _render(tokenizer, m, True) for c, m in prompts.items()}
+    completion_text = []
+    for t in bench.trajectories:
+        if t.case_idx not in prompts:
+            completion_text.append("")
+            continue
+        full = _render(tokenizer, prompts[t.case_idx] + completion_messages(t), False)
+        head = prompt_text[t.case_idx]
+        if not full.startswith(head):
+            raise ValueError(f"{t.source}: the chat template renders the prompt differently inside the "
+                             "conversation; cannot split prompt and completion")
+        completion_text.append(full[len(head):])
+    enc = tokenizer(list(prompt_text.values()), add_special_tokens=False)["input_ids"]
+    prompt_ids = dict(zip(prompt_text, enc, strict=True))
+    completion_ids = tokenizer(completion_text, add_special_tokens=False)["input_ids"]
+    return Tokenized(prompt_ids=prompt_ids, completion_ids=list(completion_ids))
+
+
+def cached_tokenize(tokenizer: Any, bench: Benchmark, cache_dir: str | Path) -> Tokenized:
+    """``tokenize_benchmark``, computed once per data x tokenizer x prompt format and reused by every run."""
+    import numpy as np
+
+    fmt = key(system=SYSTEM_PROMPT, think=_THINK.pattern, unopened=_UNOPENED_THINK.pattern, version=FORMAT_VERSION)
+    path = Path(cache_dir) / "tokenized" / f"{key(data=bench.fingerprint, tok=tokenizer_key(tokenizer), fmt=fmt)}.npz"
+
+    def compute() -> dict[str, Any]:
+        t = tokenize_benchmark(tokenizer, bench)
+        cases = sorted(t.prompt_ids)
+        p, c = ragged([t.prompt_ids[k] for k in cases]), ragged(t.completion_ids)
+        return {"cases": np.array(cases, dtype=np.int64), "prompt_values": p["values"],
+                "prompt_offsets": p["offsets"], "completion_values": c["values"], "completion_offsets": c["offsets"]}
+
+    a = cached_arrays(path, compute)
+    prompts = unragged(a["prompt_values"], a["prompt_offsets"])
+    return Tokenized(prompt_ids=dict(zip(a["cases"].tolist(), prompts, strict=True)),
+                     completion_ids=unragged(a["completion_values"], a["completion_offsets"]))
+
+
+def decode_example(tokenizer: Any, tokenized: Tokenized, bench: Benchmark, chosen: int, rejected: int) -> str:
+    """Human-readable dry run of one pair: exactly the tokens the trainer sees."""
+    case = bench.trajectories[chosen].case_idx
+    meta = {"case_idx": case, "chosen": bench.trajectories[chosen].source,
+            "rejected": bench.trajectories[rejected].source,
+            "chosen_scores": bench.trajectories[chosen].scores,
+            "rejected_scores": bench.trajectories[rejected].scores}
+    return "\n".join([
+        json.dumps(meta, indent=1),
+        "=== PROMPT ===", tokenizer.decode(tokenized.prompt_ids[case]),
+        "=== CHOSEN ===", tokenizer.decode(tokenized.completion_ids[chosen]),
+        "=== REJECTED ===", tokenizer.decode(tokenized.completion_ids[rejected]),
+    ])

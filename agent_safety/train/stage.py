@@ -1,0 +1,112 @@
+"""One stage: a DPO pass with a fresh LoRA adapter on the current model, merged afterwards.
+
+The reference is the current model with the adapter disabled (TRL's behaviour for a PEFT model with
+``ref_model=None``), so no second copy of the model is held. The merged model is what the next stage
+starts from, which is how the study trained sequentially.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from agent_safety.pairs.sets import StagePairs
+from agent_safety.records.io import replace_dir
+from agent_safety.train.callbacks import FirstStep, PreemptionGuard
+from agent_safety.train.models import use_bf16
+
+log = logging.getLogger(__name__)
+
+
+def _trainer_class() -> type:
+    from trl import DPOTrainer
+
+    class PairTrainer(DPOTrainer):
+        """DPOTrainer fed pre-tokenised pairs: tokenisation happened once, in the pair cache."""
+
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):  # noqa: ANN001
+            if {"prompt_ids", "chosen_ids", "rejected_ids"} <= set(dataset.column_names):
+                return dataset
+            return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+
+    return PairTrainer
+
+
+def dpo_args(trainer_cfg: DictConfig, output_dir: Path, epochs: float, seed: int, report_to: list[str],
+             run_name: str) -> Any:
+    from trl import DPOConfig
+
+    t = trainer_cfg
+    extra = OmegaConf.to_container(t.dpo, resolve=True) if t.dpo else {}
+    return DPOConfig(
+        output_dir=str(output_dir), beta=t.beta, learning_rate=t.learning_rate, num_train_epochs=epochs,
+        max_steps=t.max_steps, per_device_train_batch_size=t.per_device_train_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps, warmup_steps=t.warmup_ratio,
+        lr_scheduler_type=t.lr_scheduler_type, optim=t.optim, max_grad_norm=t.max_grad_norm,
+        max_length=t.max_length, bf16=use_bf16(t.bf16), gradient_checkpointing=t.gradient_checkpointing,
+        precompute_ref_log_probs=t.precompute_ref_log_probs, logging_steps=t.logging_steps,
+        save_strategy="steps", save_steps=t.save_steps, save_total_limit=1, seed=seed, data_seed=seed,
+        report_to=report_to, run_name=run_name, disable_tqdm=bool(os.environ.get("TQDM_DISABLE")),
+        dataloader_num_workers=0, remove_unused_columns=False, **extra,
+    )
+
+
+def latest_checkpoint(output_dir: Path) -> str | None:
+    """The newest complete trainer checkpoint: the Trainer writes ``trainer_state.json`` last, so a job killed
+    while saving leaves a folder without it (or with it cut short), and the one before is used."""
+    for ckpt in sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]), reverse=True):
+        try:
+            json.loads((ckpt / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            continue
+        return str(ckpt)
+    return None
+
+
+def train_stage(model: Any, tokenizer: Any, pairs: StagePairs, trainer_cfg: DictConfig, stage_dir: Path,
+                epochs: float, seed: int, report_to: list[str], run_name: str,
+                callbacks: Sequence[Any] = ()) -> tuple[Any, dict[str, float]]:
+    """Train one stage, save its adapter and merged model; return the merged model and train metrics.
+
+    Resumes from the stage's latest trainer checkpoint when one exists (a preempted job).
+    """
+    from datasets import Dataset
+    from peft import LoraConfig
+
+    lora = trainer_cfg.lora
+    target = lora.target_modules
+    peft_config = LoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, task_type="CAUSAL_LM",
+        target_modules=target if isinstance(target, str) else list(target),
+    )
+    if not pairs.rows:
+        raise ValueError(f"{stage_dir.name}: no training pairs left for this stage")
+    output_dir = stage_dir / "trainer"
+    args = dpo_args(trainer_cfg, output_dir, epochs, seed, report_to, run_name)
+    guard = PreemptionGuard()
+    trainer = _trainer_class()(
+        model=model, ref_model=None, args=args, train_dataset=Dataset.from_list(pairs.rows),
+        processing_class=tokenizer, peft_config=peft_config,
+        callbacks=[*callbacks, guard, FirstStep(stage_dir.name)],
+    )
+    resume = latest_checkpoint(output_dir)
+    if resume:
+        log.info("%s: resuming from %s", stage_dir.name, resume)
+    with guard:
+        result = trainer.train(resume_from_checkpoint=resume)
+    peft_model = trainer.model
+    replace_dir(stage_dir / "adapter", lambda d: peft_model.save_pretrained(d))
+    merged = peft_model.merge_and_unload()
+    replace_dir(stage_dir / "model", lambda d: (merged.save_pretrained(d, safe_serialization=True),
+                                                  tokenizer.save_pretrained(d)))
+    shutil.rmtree(output_dir, ignore_errors=True)  # trainer checkpoints only serve a preempted stage
+    metrics = {k: float(v) for k, v in result.metrics.items() if isinstance(v, int | float)}
+    return merged, metrics
+
