@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
+import pytest
 from conftest import compose
 
 from agent_safety.config.schema import to_container
+from agent_safety.records.io import replace_dir
 from agent_safety.records.rundir import REDACTED, RunDir, redact, run_id
 
 
@@ -61,3 +65,58 @@ def test_nested_non_semantic_keys_are_dropped() -> None:
     a = to_container(compose(["model=phi-4", "model.gpu_hours_per_kpair=1.0", "eval.batch_size=2"]))
     b = to_container(compose(["model=phi-4"]))
     assert run_id(a) == run_id(b)
+
+
+class Killed(BaseException):
+    """A job killed mid-call: like SIGKILL, nothing after it in replace_dir should be relied on."""
+
+
+def _fill(text: str):
+    return lambda d: (Path(d) / "weights.txt").write_text(text)
+
+
+def _fails(d: Path) -> None:
+    raise OSError("disk full")
+
+
+def test_replace_dir_killed_between_renames_keeps_the_old_folder(tmp_path: Path, monkeypatch) -> None:
+    target = tmp_path / "model"
+    replace_dir(target, _fill("old"))
+    real_replace = os.replace
+
+    def killed_on_rename_in(src, dst, *a, **k):  # the new folder's rename into place never happens
+        if Path(dst) == target:
+            raise Killed
+        return real_replace(src, dst, *a, **k)
+
+    monkeypatch.setattr(os, "replace", killed_on_rename_in)
+    with pytest.raises(Killed):
+        replace_dir(target, _fill("new"))
+    monkeypatch.undo()
+    kept = [p for p in tmp_path.rglob("weights.txt") if p.read_text() == "old"]
+    assert kept, "the old folder was deleted before the new one was in place"
+    # the relaunched job's save fails too: the old folder is back in place, whole
+    with pytest.raises(OSError, match="disk full"):
+        replace_dir(target, _fails)
+    assert (target / "weights.txt").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_replace_dir_killed_before_dropping_the_old_folder_keeps_the_new_one(tmp_path: Path, monkeypatch) -> None:
+    target = tmp_path / "model"
+    replace_dir(target, _fill("old"))
+    real_rmtree = shutil.rmtree
+
+    def killed_on_cleanup(path, *a, **k):  # killed while deleting the old folder, once the new one is in
+        if (target / "weights.txt").exists() and (target / "weights.txt").read_text() == "new":
+            raise Killed
+        return real_rmtree(path, *a, **k)
+
+    monkeypatch.setattr(shutil, "rmtree", killed_on_cleanup)
+    with pytest.raises(Killed):
+        replace_dir(target, _fill("new"))
+    monkeypatch.undo()
+    assert (target / "weights.txt").read_text() == "new"
+    replace_dir(target, _fill("newer"))
+    assert (target / "weights.txt").read_text() == "newer"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # the leftover old folder is gone

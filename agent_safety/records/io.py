@@ -29,16 +29,40 @@ def atomic_write(path: Path, text: str, durable: bool = True) -> None:
         raise
 
 
+def aside_dir(target: Path) -> Path:
+    """Where :func:`replace_dir` keeps the old folder while the new one is renamed in."""
+    return target.with_name(f".{target.name}.old")
+
+
+def recover_dir(target: Path) -> None:
+    """Undo a :func:`replace_dir` killed between its renames: the old folder, set aside, goes back in place
+    if no new one made it there, and is dropped if one did."""
+    aside = aside_dir(target)
+    if not aside.exists():
+        return
+    if target.exists():
+        shutil.rmtree(aside)
+    else:
+        os.replace(aside, target)
+
+
 def replace_dir(target: Path, save: Any) -> None:
     """Fill a temporary folder beside ``target`` with ``save(folder)`` and rename it into place whole: a
-    killed job leaves the old folder or the new one, never half of one."""
+    killed job leaves the old folder or the new one, never half of one.
+
+    The old folder is renamed aside before the new one goes in, and deleted only after, so a job killed
+    between the renames leaves it aside; the next call (or :func:`recover_dir`) puts it back.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
+    recover_dir(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         save(tmp)
+        aside = aside_dir(target)
         if target.exists():
-            shutil.rmtree(target)
+            os.replace(target, aside)
         os.replace(tmp, target)
+        shutil.rmtree(aside, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
