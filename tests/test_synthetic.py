@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,24 @@ def test_generation_is_deterministic(root: Path, tmp_path: Path) -> None:
     again = _files(generate(tmp_path / "again"))
     assert again == _files(root)
     assert not [name for name in again if name.split("/")[-1].startswith(".")], "temporary files left behind"
+
+
+def test_two_jobs_generating_at_once_both_succeed(tmp_path: Path, monkeypatch) -> None:
+    """Two jobs of a sweep may generate the same data at once: each write's temporary file is its own."""
+    together = threading.Barrier(2, timeout=10)
+    real_replace = os.replace
+
+    def in_step(src, dst, *a, **k):  # both jobs have written their temporary file before either renames it
+        together.wait()
+        return real_replace(src, dst, *a, **k)
+
+    monkeypatch.setattr(os, "replace", in_step)
+    with ThreadPoolExecutor(2) as pool:
+        done = [f.result() for f in [pool.submit(generate, tmp_path / "data", 2) for _ in range(2)]]
+    monkeypatch.undo()
+    assert done == [tmp_path / "data"] * 2
+    assert _files(tmp_path / "data") == _files(generate(tmp_path / "alone", 2))  # every file whole
+    assert not [p for p in (tmp_path / "data").rglob(".*")]  # no temporary file left behind
 
 
 def test_other_seed_differs(root: Path, tmp_path: Path) -> None:

@@ -12,7 +12,6 @@ score what they did.
 from __future__ import annotations
 
 import json
-import os
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from agent_safety.data.synthetic.judges import (
     judge_helpfulness,
     judge_safety,
 )
+from agent_safety.records.io import atomic_write
 
 BEHAVIOURS = ("reckless", "confirm", "refuse", "careful", "fail", "mixed")
 #: Behaviour weights of the agents that pick at random (the others rotate through all six per case).
@@ -1027,11 +1027,9 @@ def eval_records(case: Mapping[str, Any], record: Mapping[str, Any], eval_id: in
 
 
 def _write(path: Path, text: str) -> None:
-    """Atomic write: readers never see a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    """Atomic, with a temporary file of its own, so jobs generating at once never collide; not fsynced,
+    since the data can be generated again."""
+    atomic_write(path, text, durable=False)
 
 
 def _jsonl(records: Sequence[Any]) -> str:
@@ -1068,5 +1066,5 @@ def generate(root: Path, n_cases: int = 128, seed: int = 0, judge: str = "synthe
         _write(folder / f"{stem}_eval_agent_help_ignore_safety.jsonl", _jsonl(helpful))
         for stale in folder.glob("*.jsonl"):
             if stale.name not in written:
-                stale.unlink()
+                stale.unlink(missing_ok=True)  # another job generating at once may have removed it
     return root
