@@ -80,9 +80,10 @@ def _train_logs_class() -> type:
 
 
 def _settings(wandb: Any) -> Any:
-    """No console capture or system stats; and the offline file flushed every 2 s (wandb's default is 15 s),
-    because a preempted job's W&B service dies with the job's SIGTERM and loses what it had not written."""
-    extra = {"x_transaction_log_flush_interval": 2.0}
+    """No console capture, system stats or banner (set per run, not in the env); and the offline file flushed
+    every 2 s (wandb's default is 15 s), because a preempted job's W&B service dies with the job's SIGTERM and
+    loses what it had not written."""
+    extra = {"x_transaction_log_flush_interval": 2.0, "silent": True}
     fields = getattr(wandb.Settings, "model_fields", {})
     return wandb.Settings(console="off", x_disable_stats=True, **{k: v for k, v in extra.items() if k in fields})
 
@@ -100,9 +101,8 @@ def start(logger_cfg: Mapping[str, Any], run_dir: Path, run_id: str, group: str,
         return Tracker(None)
     import wandb
 
+    # the mode goes to this run only, never to os.environ: the next job of an in-process sweep would inherit it
     mode = wandb_mode(logger_cfg["mode"])
-    os.environ["WANDB_MODE"] = mode  # TRL's callback and wandb's service read the env
-    os.environ.setdefault("WANDB_SILENT", "true")
     id_file = run_dir / "wandb_id"
     wandb_id = id_file.read_text().strip() if id_file.exists() else f"{run_id}-{os.urandom(3).hex()}"
     atomic_write(id_file, wandb_id + "\n")
