@@ -44,12 +44,37 @@ def candidates(bench: Benchmark, test_cases: Sequence[int]) -> list[int]:
     return [i for i, t in enumerate(bench.trajectories) if t.case_idx in keep]
 
 
+#: Logits turned to float32 at once when scoring: 64 MB, a few rows of a 128k vocabulary.
+CHUNK_ELEMENTS = 1 << 24
+
+
+def token_logps(logits: Any, targets: Any, chunk_elements: int = CHUNK_ELEMENTS) -> Any:
+    """``log_softmax(logits)`` at ``targets`` (same leading shape), in float32, a chunk of positions at a time.
+
+    The full float32 log-softmax would be batch x length x vocabulary: 34 GB at batch 8, 8k tokens and a
+    128k vocabulary. Each chunk is its logit at the target minus its logsumexp.
+    """
+    import torch
+
+    vocab = logits.shape[-1]
+    rows = max(1, chunk_elements // vocab)
+    flat_logits, flat_targets = logits.reshape(-1, vocab), targets.reshape(-1)  # views of contiguous tensors
+    out = torch.empty(flat_targets.shape, dtype=torch.float32, device=logits.device)
+    for start in range(0, flat_targets.numel(), rows):
+        chunk = flat_logits[start:start + rows].float()
+        picked = chunk.gather(-1, flat_targets[start:start + rows, None]).squeeze(-1)
+        out[start:start + rows] = picked - torch.logsumexp(chunk, dim=-1)
+    return out.view(targets.shape)
+
+
 def sequence_logps(model: Any, tokenized: Tokenized, bench: Benchmark, indices: Sequence[int],
-                   batch_size: int, max_length: int, desc: str = "log-probs") -> tuple[np.ndarray, np.ndarray]:
+                   batch_size: int, max_length: int, desc: str = "log-probs", *,
+                   pad_id: int) -> tuple[np.ndarray, np.ndarray]:
     """Sum of log pi(y|x) over each candidate's completion tokens, and the number of those tokens.
 
-    Sequences are sorted by length and padded per batch; a candidate longer than ``max_length`` is
-    scored on its first ``max_length`` tokens, the same for every model, so log-ratios stay comparable.
+    Sequences are sorted by length and padded per batch with ``pad_id`` (the tokenizer's); a candidate
+    longer than ``max_length`` is scored on its first ``max_length`` tokens, the same for every model, so
+    log-ratios stay comparable.
     """
     import torch
     from tqdm.auto import tqdm
@@ -65,13 +90,12 @@ def sequence_logps(model: Any, tokenized: Tokenized, bench: Benchmark, indices: 
     counts = np.zeros(len(seqs), dtype=np.int64)
     was_training = model.training
     model.eval()
-    pad = 0
     with torch.inference_mode():
         for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False,
                           disable=bool(os.environ.get("TQDM_DISABLE"))):
             batch = order[start:start + batch_size]
             width = max(len(seqs[k][0]) for k in batch)
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
             mask = torch.zeros((len(batch), width), dtype=torch.long)
             comp = torch.zeros((len(batch), width), dtype=torch.bool)
             for row, k in enumerate(batch):
@@ -80,10 +104,12 @@ def sequence_logps(model: Any, tokenized: Tokenized, bench: Benchmark, indices: 
                 mask[row, :len(seq)] = 1
                 comp[row, plen:len(seq)] = True
             ids, mask, comp = ids.to(device), mask.to(device), comp.to(device)
-            logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1].float()
-            token_logp = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
-            target = comp[:, 1:]
-            sums = (token_logp * target).sum(-1).cpu().numpy()
+            logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+            # position t predicts token t+1; the last position predicts nothing and is scored as padding
+            token_logp = token_logps(logits, ids.roll(-1, dims=1))
+            target = torch.zeros_like(comp)
+            target[:, :-1] = comp[:, 1:]
+            sums = torch.where(target, token_logp, 0.0).sum(-1).cpu().numpy()
             n = target.sum(-1).cpu().numpy()
             for row, k in enumerate(batch):
                 logps[k], counts[k] = sums[row], n[row]

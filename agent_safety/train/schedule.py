@@ -122,7 +122,8 @@ def _run(cfg: DictConfig, config: dict[str, Any], rid: str, rd: RunDir, tracker:
     model = None  # the model the next stage trains from, loaded when first needed (adopted stages need none)
 
     def score(m: Any, desc: str) -> tuple[Any, Any]:
-        return sequence_logps(m, tokenized, bench, test_idx, cfg.eval.batch_size, eval_len, desc)
+        return sequence_logps(m, tokenized, bench, test_idx, cfg.eval.batch_size, eval_len, desc,
+                              pad_id=tokenizer.pad_token_id)  # load_tokenizer falls back to eos
 
     def base_scores() -> tuple[Any, Any]:
         nonlocal model
