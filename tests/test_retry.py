@@ -38,6 +38,23 @@ def orders_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return sweep
 
 
+def test_a_run_stopped_by_its_config_in_a_sweep_is_recorded_failed(tmp_path: Path) -> None:
+    """Before its run dir had a status, a config error left the run "missing": retry could not tell it failed."""
+    runs = tmp_path / "runs"
+    done = subprocess.run([sys.executable, str(ROOT / "launch.py"), "-m", "trainer.beta=0", f"paths.runs_dir={runs}",
+                           f"paths.cache_dir={tmp_path / 'cache'}", "logger=none"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "error: trainer.beta must be > 0" in done.stderr, done.stderr[-2000:]
+    (status_file,) = runs.glob("*/*/status.json")
+    status = json.loads(status_file.read_text())
+    assert status["status"] == "failed" and status["run_id"] == status_file.parent.name
+    assert status["error"].startswith("ConfigError: trainer.beta must be > 0")
+    (sweep_dir,) = runs.glob("*/.sweep/*")
+    sweep = load_sweep(sweep_dir)
+    (job,) = job_statuses(sweep, expand(sweep))
+    assert job.status == "failed" and job.run_dir == status_file.parent and [job] == to_relaunch([job])
+
+
 def _status(target: Job, **status: object) -> None:
     target.run_dir.mkdir(parents=True, exist_ok=True)
     (target.run_dir / "status.json").write_text(json.dumps({"run_id": target.run_id, **status}))
@@ -49,7 +66,9 @@ def test_retry_picks_failed_missing_and_stale_runs_only(orders_sweep: Path, tmp_
     grid = expand(sweep)
     assert len(grid) == 15 and len(set(grid)) == 15
     jobs = job_statuses(sweep, grid)
-    assert all(j.status == "missing" for j in jobs) and len({j.run_id for j in jobs}) == 15
+    # each job stopped at validation, and its run dir says so
+    assert all(j.status == "failed" for j in jobs) and len({j.run_id for j in jobs}) == 15
+    assert all("trainer.max_length must be >= 16" in j.detail for j in jobs)
     gone = subprocess.Popen(["true"])
     gone.wait()  # its pid now names no process
     host = socket.gethostname()

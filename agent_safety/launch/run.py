@@ -45,6 +45,20 @@ def is_multirun() -> bool:
     return hc is not None and hc.mode == RunMode.MULTIRUN
 
 
+def record_failure(cfg: DictConfig, error: Exception) -> None:
+    """Mark a sweep's run failed when its config or data stopped it before it wrote ``status.json``: a run
+    with no status reads as missing, and ``agent-safety retry`` could not tell it failed."""
+    from agent_safety.train.schedule import run_dir_for
+
+    try:
+        rid, rd, _ = run_dir_for(cfg)
+    except Exception as e:  # a config too broken to name its run dir: the sweep's log has the error
+        log.warning("cannot record the failure in a run dir (%s: %s)", type(e).__name__, e)
+        return
+    if rd.status().get("status") != "completed":
+        rd.set_status("failed", run_id=rid, error=f"{type(error).__name__}: {error}")
+
+
 def launch(cfg: DictConfig) -> dict:
     """Run ``cfg``. Bad config or data exits with a one-line error instead of a traceback.
 
@@ -67,6 +81,7 @@ def launch(cfg: DictConfig) -> dict:
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         if is_multirun():
+            record_failure(cfg, e)
             return {"status": "failed", "error": str(e)}
         raise SystemExit(2) from None
     except Exception as e:
