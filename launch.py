@@ -1,7 +1,8 @@
 """Compose one DPO run from the config groups and run it: ``python launch.py schedule=S_H seed=1``.
 
 Sweeps: ``python launch.py -m schedule=S,H,S_H,H_S,SH seed=0,1,2`` or ``python launch.py +sweep=orders``;
-add ``--dry-run`` (or ``plan=true``) to print the plan without running or submitting anything.
+add ``--dry-run`` (or ``plan=true``) to print the plan without running or submitting anything. A sweep the
+cluster refuses (sbatch's error) ends in one line with the reason and the launcher keys to change.
 """
 
 import sys
@@ -28,4 +29,6 @@ if __name__ == "__main__":
         multirun = "-m" in sys.argv or "--multirun" in sys.argv
         args = [a for a in sys.argv[1:] if a not in ("--dry-run", "-m", "--multirun") and a.lower() != "plan=true"]
         sys.exit(plan_sweep(args, multirun))
-    main()
+    from agent_safety.launch.cluster import run_reporting_submission_errors
+
+    sys.exit(run_reporting_submission_errors(main))  # a sweep sbatch refuses: one line, not a traceback
