@@ -50,3 +50,11 @@ def shared_archive(name: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent: the study's published data is not on this machine")
     return path
+
+
+def stage_records(run_dir: Path) -> list[dict]:
+    """The stage records of a run dir's one evaluation setting (``eval/<eval_id>/metrics.jsonl``)."""
+    import json
+
+    (metrics,) = Path(run_dir).glob("eval/*/metrics.jsonl")
+    return [json.loads(line) for line in metrics.read_text().splitlines() if line]

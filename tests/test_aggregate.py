@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from agent_safety.aggregate import report as aggregate
+from agent_safety.records.identity import default_eval_id
 from agent_safety.records.rundir import RunDir
 
 SCHEDULES = {"S": ["safety"], "H": ["helpfulness"], "SH": ["both"], "S_H": ["safety", "helpfulness"],
@@ -51,10 +52,17 @@ def write_run(root: Path, group: str, run_id: str, records: list[dict], status: 
     """A run dir written through the spine's own RunDir, as launch.py writes it."""
     rd = RunDir(root / group / run_id)
     rd.root.mkdir(parents=True, exist_ok=True)
+    ev = rd.eval(default_eval_id())
     for rec in records:
-        rd.write_stage_metrics(rec)
+        ev.write_record(rec)
+    if status == "completed" and records:
+        ev.set_status(status)
     rd.set_status(status, run_id=run_id)
     return rd.root
+
+
+def metrics_file(run_dir: Path) -> Path:
+    return run_dir / "eval" / default_eval_id() / "metrics.jsonl"
 
 
 def make_runs(root: Path) -> None:
@@ -126,10 +134,10 @@ def test_bad_input_is_skipped_with_reasons(tmp_path: Path):
     make_runs(runs)
     good = stage_records("bad", "g", "tiny", "S", 0, 0.1, (1.0, 2.0))
     d = write_run(runs, "g", "bad", good)
-    lines = (d / "metrics.jsonl").read_text().splitlines()
-    (d / "metrics.jsonl").write_text(lines[0] + "\n" + lines[1][:40] + "\n")  # a truncated record
+    lines = metrics_file(d).read_text().splitlines()
+    metrics_file(d).write_text(lines[0] + "\n" + lines[1][:40] + "\n")  # a truncated record
     nometrics = write_run(runs, "g", "no-metrics", [])
-    assert not (nometrics / "metrics.jsonl").exists()
+    assert not metrics_file(nometrics).exists()
     weird = stage_records("weird", "g", "tiny", "S", 0, 0.1, (1.0, 2.0))
     weird[1]["objectives"] = ["juggling"]
     d = runs / "g" / "weird"
@@ -145,13 +153,14 @@ def test_bad_input_is_skipped_with_reasons(tmp_path: Path):
 
     result = aggregate.run_aggregate([runs], tmp_path / "out", n_boot=10, figures=False)
     reasons = {s.source.replace(str(runs), "R"): s.reason for s in result.skipped}
-    assert reasons["R/g/bad/metrics.jsonl:2"].startswith("Unterminated string") or "Expecting" in reasons[
-        "R/g/bad/metrics.jsonl:2"]
-    assert reasons["R/g/no-metrics"] == "completed run dir without metrics.jsonl"
+    bad = f"R/g/bad/eval/{default_eval_id()}/metrics.jsonl:2"
+    assert reasons[bad].startswith("Unterminated string") or "Expecting" in reasons[bad]
+    assert reasons["R/g/no-metrics"] == "completed run dir without stage records (eval/<id>/metrics.jsonl)"
     assert "cannot parse configuration label" in reasons["R/g/weird/metrics.jsonl:2"]
     assert "juggling" in reasons["R/g/weird/metrics.jsonl:2"]
-    assert reasons["R/g/uneven/metrics.jsonl:1"] == "safety 4.5 outside 0-3"
-    assert "case lists of different lengths" in reasons["R/g/uneven/metrics.jsonl:2"]
+    uneven_file = f"R/g/uneven/eval/{default_eval_id()}/metrics.jsonl"
+    assert reasons[f"{uneven_file}:1"] == "safety 4.5 outside 0-3"
+    assert "case lists of different lengths" in reasons[f"{uneven_file}:2"]
     assert "status.json unreadable" in reasons["R/g/garbled/status.json"]
     saved = json.loads((tmp_path / "out" / "skipped.json").read_text())
     assert len(saved) == len(result.skipped) == 6

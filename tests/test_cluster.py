@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, stage_records
 from wandb_files import offline_runs, records, run_record
 
 TINY = ("trainer.max_steps=4", "eval.max_cases=8", "trainer.precompute_ref_log_probs=false")
@@ -74,14 +74,14 @@ def runs_of(group_dir: Path) -> dict[str, dict]:
 
 
 def metrics(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    return stage_records(run_dir)
 
 
 def assert_same_final(a: Path, b: Path) -> None:
     """The same records, stage by stage, to 1e-6 (the runs are deterministic: in practice bit-identical)."""
     ma, mb = metrics(a), metrics(b)
     assert [r["stage"] for r in ma] == [r["stage"] for r in mb]
-    assert not any("trained_by" in r for r in ma + mb)  # each trained its stages, none was adopted
+    assert not any(r.get("trained_by") for r in ma + mb)  # each trained its stages, none was adopted
     for ra, rb in zip(ma, mb, strict=True):
         assert ra["safety"] == pytest.approx(rb["safety"], abs=1e-6), ra["stage"]
         assert ra["helpfulness"] == pytest.approx(rb["helpfulness"], abs=1e-6), ra["stage"]
@@ -133,7 +133,7 @@ def test_slurm_sweep_completes_and_its_records_aggregate(grid: tuple[Path, Path]
 @pytest.mark.cluster
 def test_resubmitted_sweep_skips_completed_runs(grid: tuple[Path, Path]) -> None:
     runs, cache = grid
-    before = {p: p.stat().st_mtime_ns for p in (runs / "grid").glob("*/metrics.jsonl")}
+    before = {p: p.stat().st_mtime_ns for p in (runs / "grid").glob("*/eval/*/metrics.jsonl")}
     assert len(before) == 3
     done = launch(runs, cache, *SLURM, "group=grid", "schedule=S,H,SH")
     assert done.returncode == 0, done.stdout[-4000:]
@@ -147,15 +147,16 @@ def test_resubmitted_sweep_skips_completed_runs(grid: tuple[Path, Path]) -> None
 def test_retry_relaunches_only_the_missing_run(grid: tuple[Path, Path]) -> None:
     runs, _ = grid
     first = sweep_dirs(runs / "grid")[0]
-    victim, *others = sorted((runs / "grid").glob("*/metrics.jsonl"))
+    victim, *others = sorted((runs / "grid").glob("*/eval/*/metrics.jsonl"))
     kept = {p: p.stat().st_mtime_ns for p in others}
-    shutil.rmtree(victim.parent)
+    victim = victim.parents[2]  # the run dir
+    shutil.rmtree(victim)
     env = {k: v for k, v in _env().items() if k != "AGENT_SAFETY_RUNS"}
     out = subprocess.run([sys.executable, "-m", "agent_safety.cli", "retry", str(first)], cwd=runs, env=env,
                          capture_output=True, text=True, timeout=420)
     assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
     assert "3 runs (2 completed, 1 missing), 1 to relaunch" in out.stdout and "exactly these runs" in out.stdout
-    assert runs_of(runs / "grid")[victim.parent.name]["status"] == "completed"
+    assert runs_of(runs / "grid")[victim.name]["status"] == "completed"
     assert {p: p.stat().st_mtime_ns for p in kept} == kept
     newest = sweep_dirs(runs / "grid")[-1]
     assert len(list(newest.glob(".submitit/*/*_submitted.pkl"))) == 1  # one job went to SLURM, not three

@@ -90,4 +90,4 @@ def test_run_on_bad_data_fails_and_is_not_completed(make_cfg, data_copy: Path) -
     _, rd, _ = run_dir_for(cfg)
     status = json.loads(rd.status_path.read_text())
     assert status["status"] == "failed" and f"{path.name}:1" in status["error"]
-    assert not rd.metrics_path.exists()
+    assert not list(rd.root.glob("eval/*/metrics.jsonl"))

@@ -60,7 +60,7 @@ def make_set(root: Path) -> Path:
 
 
 def read_records(runs: Path) -> dict[str, list[dict]]:
-    return {p.parent.name: [json.loads(line) for line in p.read_text().splitlines()]
+    return {p.parents[2].name: [json.loads(line) for line in p.read_text().splitlines()]
             for p in runs.rglob("metrics.jsonl")}
 
 

@@ -11,8 +11,9 @@ import pytest
 from conftest import compose
 
 from agent_safety.config.schema import to_container
+from agent_safety.records.identity import run_id
 from agent_safety.records.io import replace_dir
-from agent_safety.records.rundir import REDACTED, RunDir, redact, run_id
+from agent_safety.records.rundir import REDACTED, RunDir, redact
 
 
 def test_run_id_ignores_non_semantic_keys() -> None:
@@ -23,8 +24,10 @@ def test_run_id_ignores_non_semantic_keys() -> None:
 
 def test_run_id_changes_with_meaningful_keys() -> None:
     base = run_id(to_container(compose([])))
-    for override in ["seed=1", "trainer.beta=0.05", "schedule=H_S", "objectives.both.mode=average"]:
+    for override in ["seed=1", "trainer.beta=0.05", "schedule=H_S", "objectives.safety.min_margin=1"]:
         assert run_id(to_container(compose([override]))) != base, override
+    sh = run_id(to_container(compose(["schedule=SH"])))
+    assert run_id(to_container(compose(["schedule=SH", "objectives.both.mode=average"]))) != sh
 
 
 def test_redact_names_and_values(monkeypatch) -> None:
@@ -48,17 +51,21 @@ def test_secret_from_env_never_reaches_config_snapshot(tmp_path: Path, monkeypat
         assert "sk-test-1234567890" not in f.read_text()
 
 
-def test_stage_metrics_replace_and_order(tmp_path: Path) -> None:
+def test_stage_records_replace_and_order(tmp_path: Path) -> None:
     rd = RunDir(tmp_path)
-    rd.write_stage_metrics({"stage": 1, "safety": 1.0})
-    rd.write_stage_metrics({"stage": 0, "safety": 0.5})
-    rd.write_stage_metrics({"stage": 1, "safety": 2.0})
-    assert [(r["stage"], r["safety"]) for r in rd.metrics()] == [(0, 0.5), (1, 2.0)]
-    assert rd.completed_stages() == [0]  # stage 1 has no saved model yet
+    ev = rd.eval("e1")
+    ev.write_record({"stage": 1, "safety": 1.0})
+    ev.write_record({"stage": 0, "safety": 0.5})
+    ev.write_record({"stage": 1, "safety": 2.0})
+    assert [(r["stage"], r["safety"]) for r in ev.records()] == [(0, 0.5), (1, 2.0)]
+    assert ev.evaluated_stages() == [0, 1] and rd.trained_stages() == []
+    rd.write_training_record({"stage": 1, "pairs_used": 3})
+    assert rd.trained_stages() == []  # stage 1 has no saved model yet
     (rd.model_dir(1)).mkdir(parents=True)
     (rd.model_dir(1) / "config.json").write_text("{}")
-    assert rd.completed_stages() == [0, 1]
-    assert not list(tmp_path.glob(".*"))  # no temporary files left behind
+    assert rd.trained_stages() == [1]
+    assert [e.eval_id for e in rd.evals()] == ["e1"] and rd.training_record(1) == {"stage": 1, "pairs_used": 3}
+    assert not list(tmp_path.glob(".*")) and not list(ev.root.glob(".*"))  # no temporary files left behind
 
 
 def test_nested_non_semantic_keys_are_dropped() -> None:

@@ -95,7 +95,7 @@ def test_retry_picks_failed_missing_and_stale_runs_only(orders_sweep: Path, tmp_
     assert out.returncode == 0, out.stderr[-2000:]
     assert "15 runs (12 completed, 1 failed, 2 running), 2 to relaunch" in out.stdout
     assert "still alive" in out.stdout and "OSError: disk full" in out.stdout
-    assert not list((sweep.runs_dir / "orders").glob(f"{failed.run_id}/metrics.jsonl"))  # nothing ran
+    assert not list((sweep.runs_dir / "orders").glob(f"{failed.run_id}/eval/*/metrics.jsonl"))  # nothing ran
 
 
 def test_retry_of_a_folder_without_multirun_yaml_is_a_one_line_error(tmp_path: Path) -> None:

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, stage_records
 
+from agent_safety.config.schema import to_container
+from agent_safety.records.identity import eval_id
 from agent_safety.train.schedule import run_dir_for, run_schedule
 
 #: A few steps per stage: enough to write every record, quick enough to run each preset.
@@ -28,7 +30,7 @@ def test_each_preset_runs_and_writes_records(make_cfg, schedule: str) -> None:
     stages = list(cfg.schedule.stages)
     rd = result.run_dir
     assert json.loads((rd / "status.json").read_text())["status"] == "completed"
-    rows = [json.loads(line) for line in (rd / "metrics.jsonl").read_text().splitlines()]
+    rows = stage_records(rd)
     assert [r["stage"] for r in rows] == list(range(len(stages) + 1))
     assert rows[-1]["objectives"] == stages and rows[0]["objectives"] == []
     for r in rows:
@@ -100,7 +102,7 @@ def test_second_stage_starts_from_first_and_uses_it_as_reference(make_cfg, tmp_p
 def test_rerun_of_completed_config_does_no_training(make_cfg) -> None:
     cfg = make_cfg("schedule=S", *QUICK)
     first = run_schedule(cfg)
-    metrics = first.run_dir / "metrics.jsonl"
+    (metrics,) = first.run_dir.glob("eval/*/metrics.jsonl")
     before = metrics.stat().st_mtime_ns
     again = run_schedule(cfg)
     assert again.skipped_training and again.run_id == first.run_id
@@ -119,19 +121,24 @@ def test_killed_run_resumes_from_last_completed_stage(make_cfg, tmp_path: Path, 
     proc = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), *overrides], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     stage1 = rd.model_dir(1) / "config.json"
+    ev = rd.eval(eval_id(to_container(make_cfg(*overrides[:-3]))))
+
+    def stage1_done() -> bool:  # trained and evaluated
+        return 1 in rd.trained_stages() and 1 in ev.evaluated_stages()
+
     deadline = time.time() + 300
-    while 1 not in rd.completed_stages() and proc.poll() is None and time.time() < deadline:
+    while not stage1_done() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)
-    assert 1 in rd.completed_stages(), "stage 1 never completed"
+    assert stage1_done(), "stage 1 never completed"
     time.sleep(1.0)  # into stage 2's training
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert json.loads(rd.status_path.read_text())["status"] == "running"  # killed: never marked completed
-    assert rd.completed_stages() == [0, 1]
+    assert rd.trained_stages() == [1] and [r["stage"] for r in stage_records(rd.root)] == [0, 1]
     stage1_mtime = stage1.stat().st_mtime_ns
     done = subprocess.run([sys.executable, str(ROOT / "launch.py"), *overrides], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(rd.status_path.read_text())["status"] == "completed"
-    assert [r["stage"] for r in rd.metrics()] == [0, 1, 2]
+    assert [r["stage"] for r in stage_records(rd.root)] == [0, 1, 2]
     assert stage1.stat().st_mtime_ns == stage1_mtime  # stage 1 was not trained again

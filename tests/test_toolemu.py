@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import compose, shared_archive
+from conftest import compose, shared_archive, stage_records
 
 from agent_safety.cli import main
 from agent_safety.data.cli import format_stats
@@ -212,7 +212,7 @@ def test_tiny_run_on_the_study_data_writes_its_records(toolemu_root: Path, tmp_p
                    "trainer.max_steps=2", "eval.max_cases=6", "logger=none", "threads=1",
                    f"paths.runs_dir={tmp_path / 'runs'}", f"paths.cache_dir={cache_dir}"])
     result = run_schedule(cfg)
-    rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = stage_records(result.run_dir)
     assert json.loads((result.run_dir / "status.json").read_text())["status"] == "completed"
     assert [r["stage"] for r in rows] == [0, 1]
     assert rows[1]["judge"] == "gpt5m" and rows[1]["data"] == "toolemu_gpt5m" and rows[1]["objectives"] == ["safety"]

@@ -13,8 +13,8 @@ import json
 import math
 import os
 import sys
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import pandas as pd
 
 from agent_safety.aggregate import frontier, persistence
 from agent_safety.records.collect import Collection, Skip, collect, read_wandb
+from agent_safety.records.identity import default_eval_id
 
 DEFAULT_BOOTSTRAP = 1000
 
@@ -38,6 +39,8 @@ class Result:
     terms: pd.DataFrame
     persistence: dict[str, dict[str, float | None]]
     skipped: list[Skip]
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    """The evaluation setting fitted (``id``, ``name``) and the records of others left out."""
 
     def frontier_json(self) -> dict[str, Any]:
         """The contents of ``frontier.json``."""
@@ -48,6 +51,7 @@ class Result:
             "r2_ci": self.bootstrap["r2_ci"],
             "bootstrap": {k: v for k, v in self.bootstrap.items() if k != "r2_ci"},
             "persistence": self.persistence,
+            "evaluation": self.evaluation,
             "persistence_terms": self.terms.to_dict(orient="records"),
             "pareto": pareto[["model", "config", "beta", "d_safety", "d_helpfulness", "safety",
                               "helpfulness"]].to_dict(orient="records"),
@@ -160,6 +164,7 @@ def summary_markdown(result: Result, figures: Sequence[Path], out: Path) -> str:
         f"{len(c.table)} records from {c.table['run_id'].nunique()} completed runs ({c.n_run_dirs} run dirs). "
         f"{c.not_completed} runs not completed were left out; {c.duplicates} duplicate records dropped; "
         f"{len(result.skipped)} items skipped (see `skipped.json`).", "",
+        f"Evaluation setting: {_eval_line(result.evaluation)}.", "",
         "## Fit", "",
         f"Δsafety = {_fmt(f.slope)} × Δhelpfulness + {_fmt(f.intercept)} over n = {f.n} fine-tuned points "
         f"(deltas from each base model): **R² = {_fmt(f.r2)}**, r = {_fmt(f.r)}; "
@@ -191,6 +196,45 @@ def summary_markdown(result: Result, figures: Sequence[Path], out: Path) -> str:
     if pngs:
         lines += ["## Figures", ""] + [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in pngs] + [""]
     return "\n".join(lines)
+
+
+def _eval_line(evaluation: Mapping[str, Any]) -> str:
+    others = evaluation.get("left_out") or {}
+    line = f"`{evaluation.get('id') or '-'}` ({evaluation.get('name') or 'unnamed'})"
+    if others:
+        line += "; records of other settings left out: " + ", ".join(
+            f"`{k}` ({v['name']}, {v['records']} records)" for k, v in others.items())
+    return line
+
+
+def pick_evaluation(collection: Collection, wanted: str | None) -> tuple[Collection, dict[str, Any]]:
+    """Keep the records of one evaluation setting: ``wanted`` (an eval id or name), else the only one, else
+    the default setting's. One fit never mixes two settings; SystemExit names the choices otherwise."""
+    table = collection.table
+    settings = table.groupby("eval_id", sort=True).agg(name=("eval_name", "first"), records=("run_id", "size"))
+    listing = ", ".join(f"{i or '-'} ({r['name'] or 'unnamed'}, {r['records']} records)"
+                        for i, r in settings.iterrows())
+    if wanted is not None:
+        chosen = [i for i, r in settings.iterrows() if wanted in (i, r["name"])]
+        if not chosen:
+            raise SystemExit(f"aggregate: --eval {wanted}: no such evaluation setting (found: {listing})")
+        if len(chosen) > 1:
+            raise SystemExit(f"aggregate: --eval {wanted} names several settings ({', '.join(chosen)}): "
+                             "give an eval id")
+        pick = chosen[0]
+    elif len(settings) <= 1:
+        pick = settings.index[0] if len(settings) else ""
+    elif default_eval_id() in settings.index:
+        pick = default_eval_id()
+    else:
+        raise SystemExit(f"aggregate: records of {len(settings)} evaluation settings: {listing}; "
+                         "pick one with --eval ID|NAME")
+    others = {str(i): {"name": str(r["name"]), "records": int(r["records"])} for i, r in settings.iterrows()
+              if i != pick}
+    name = str(settings.loc[pick, "name"]) if pick in settings.index else ""
+    keep = (table["eval_id"] == pick).to_numpy()
+    return (_subset(collection, keep) if others else collection), {"id": str(pick), "name": name,
+                                                                   "left_out": others}
 
 
 def _cases_with_keys(table: pd.DataFrame, cases: pd.DataFrame) -> pd.DataFrame:
@@ -255,7 +299,8 @@ def log_to_wandb(result: Result, out: Path, figures: Sequence[Path], *, project:
 def run_aggregate(roots: Iterable[str | os.PathLike[str]], out: str | os.PathLike[str], *,
                   wandb_path: str | None = None, group: str | None = None, api: Any = None,
                   n_boot: int = DEFAULT_BOOTSTRAP, boot_seed: int = 0, level: float = 0.95,
-                  figures: bool = True, wandb_log: bool = False, wandb_module: Any = None) -> Result:
+                  figures: bool = True, wandb_log: bool = False, wandb_module: Any = None,
+                  evaluation: str | None = None) -> Result:
     """Collect, compute and write. Raises SystemExit with a one-line message when nothing is usable."""
     roots = [Path(r) for r in roots]
     missing = [str(r) for r in roots if not r.is_dir()]
@@ -280,7 +325,9 @@ def run_aggregate(roots: Iterable[str | os.PathLike[str]], out: str | os.PathLik
         raise SystemExit(f"aggregate: no completed run records found in {where or 'no roots'} "
                          f"({collection.n_run_dirs} run dirs, {collection.not_completed} not completed, "
                          f"{len(collection.skipped)} skipped)")
+    collection, chosen = pick_evaluation(collection, evaluation)
     result = compute(collection, n_boot=n_boot, boot_seed=boot_seed, level=level)
+    result.evaluation = chosen
     out = Path(out)
     fig_paths = write_outputs(result, out, figures=figures)
     if wandb_log:
@@ -320,6 +367,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help=f"case resamples for the R² CI (default {DEFAULT_BOOTSTRAP}; 0 turns it off)")
     p.add_argument("--bootstrap-seed", type=int, default=0)
     p.add_argument("--ci", type=float, default=0.95, help="confidence level of the R² interval")
+    p.add_argument("--eval", dest="evaluation", metavar="ID|NAME", default=None,
+                   help="the evaluation setting to fit (default: the only one, else the default setting's)")
     p.add_argument("--no-figures", action="store_true", help="skip the figures (faster)")
     p.add_argument("--wandb-log", action="store_true", help="log the tables and figures to a W&B summary run")
     p.set_defaults(func=main)
@@ -332,11 +381,12 @@ def main(args: argparse.Namespace) -> int:
     result = run_aggregate(args.roots, args.out, wandb_path=args.wandb, group=args.group,
                            api=getattr(args, "wandb_api", None), n_boot=args.bootstrap,
                            boot_seed=args.bootstrap_seed, level=args.ci, figures=not args.no_figures,
-                           wandb_log=args.wandb_log)
+                           wandb_log=args.wandb_log, evaluation=args.evaluation)
     c, f = result.collection, result.fit
     lo, hi = result.bootstrap["r2_ci"]
     print(f"{len(c.table)} records from {c.table['run_id'].nunique()} runs; {c.not_completed} runs not "
           f"completed were left out; {len(result.skipped)} skipped")
+    print(f"evaluation setting: {_eval_line(result.evaluation)}".replace("`", ""))
     print(f"frontier: R² = {_fmt(f.r2)} (r = {_fmt(f.r)}, slope = {_fmt(f.slope)}, n = {f.n}), "
           f"{result.bootstrap['level']:.0%} CI [{_fmt(lo)}, {_fmt(hi)}]")
     for beta, v in result.persistence.items():

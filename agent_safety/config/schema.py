@@ -138,8 +138,13 @@ class TrainerConfig:
 
 @dataclass
 class EvalConfig:
-    """The offline estimate: importance-weighted judged candidates of each test case."""
+    """How each stage is scored. Its own identity (``eval/<eval_id>/`` in the run dir): changing it re-scores
+    a run without retraining it."""
 
+    name: str = "estimate"
+    """A label for this setting: ``aggregate --eval NAME`` picks it (not part of the eval id)."""
+    method: str = "estimate"
+    """``estimate``: the offline estimate, importance-weighted judged candidates of each test case."""
     per_token: bool = False
     """Normalise log-ratios by the candidate's token count."""
     temperature: float = 1.0
@@ -193,13 +198,9 @@ class RunConfig:
     device: str = "auto"
 
 
-#: Keys that do not change what a run computes; left out of the run id.
-NON_SEMANTIC_KEYS = ("paths", "logger", "group", "force", "reuse_stages", "plan", "threads", "device", "hydra", "sweep",
-                     "launcher", "model.gpu_hours_per_kpair", "eval.batch_size")
-
-
 def register_configs(sweep_dir: Path | None = None) -> None:
-    """Register the schema (YAML choices under ``conf/`` are validated against it) and the sweep presets.
+    """Register the schema (``run_schema``: ``conf/config.yaml`` composes onto it, so every YAML choice is
+    checked against the dataclasses) and the sweep presets.
 
     Sweep presets live in the top-level ``sweep/`` folder; they join the ``sweep`` group here, so
     ``python launch.py +sweep=orders`` finds them wherever it is run from.
@@ -209,14 +210,6 @@ def register_configs(sweep_dir: Path | None = None) -> None:
     for path in sorted(sweep_dir.glob("*.yaml")):
         cs.store(group="sweep", name=path.stem, node=OmegaConf.load(path), package="_global_")
     cs.store(name="run_schema", node=RunConfig)
-    cs.store(group="model", name="model_schema", node=ModelConfig)
-    cs.store(group="data", name="data_schema", node=DataConfig)
-    cs.store(group="objective", name="objective_schema", node=ObjectiveConfig)
-    cs.store(group="schedule", name="schedule_schema", node=ScheduleConfig)
-    cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
-    cs.store(group="eval", name="eval_schema", node=EvalConfig)
-    cs.store(group="logger", name="logger_schema", node=LoggerConfig)
-    cs.store(group="paths", name="paths_schema", node=PathsConfig)
 
 
 def to_container(cfg: DictConfig) -> dict[str, Any]:

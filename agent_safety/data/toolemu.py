@@ -12,15 +12,21 @@ from __future__ import annotations
 import hashlib
 import json
 import statistics
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
+#: The file format, in one place: eval-file suffixes (``X<suffix>.jsonl`` beside ``X.jsonl``) and the score
+#: key in each eval record's ``eval_scores``.
 SAFE_SUFFIX = "_eval_agent_safe"
 HELP_SUFFIX = "_eval_agent_help_ignore_safety"
+SAFE_KEY = "ToolCallRisk"
+HELP_KEY = "Helpfulness"
 #: Our metric name -> (eval file suffix, score key in ``eval_scores``).
-METRIC_FILES = {"safety": (SAFE_SUFFIX, "ToolCallRisk"), "helpfulness": (HELP_SUFFIX, "Helpfulness")}
+METRIC_FILES: Mapping[str, tuple[str, str]] = MappingProxyType(
+    {"safety": (SAFE_SUFFIX, SAFE_KEY), "helpfulness": (HELP_SUFFIX, HELP_KEY)})
 
 
 class DataError(ValueError):
@@ -78,13 +84,17 @@ class Benchmark:
         return out
 
 
-def _median_score(value: Any) -> float:
-    """A score, or the median of its replicates."""
+def median_score(value: Any) -> float:
+    """A score, or the median of its replicates (a judge scores a trajectory once or several times; a
+    replicate whose score could not be parsed is null and left out)."""
     if isinstance(value, list):
-        if not value:
-            raise ValueError("empty list of replicate scores")
-        return float(statistics.median(float(v) for v in value))
-    return float(value)
+        nums = [v for v in value if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if not nums:
+            raise ValueError(f"no numeric replicate in {value!r}")
+        return float(statistics.median(nums))
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    raise ValueError(f"score is not a number: {value!r}")
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, Any, str | None]]:
@@ -123,7 +133,7 @@ def _scores(path: Path, key: str, n_expected: int, traj_path: Path, on_error: st
     for n, rec, err in _read_jsonl(path):
         if err is None:
             try:
-                score = _median_score(rec["eval_scores"][key])
+                score = median_score(rec["eval_scores"][key])
                 if not 0 <= score <= 3:
                     err = f"score {key}={score} outside 0-3"
             except (KeyError, TypeError, ValueError) as e:

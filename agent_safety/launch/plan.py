@@ -149,7 +149,8 @@ def _estimate(cfg: DictConfig, rid: str, estimates: Estimates | None) -> list[fl
 def plan_line(cfg: DictConfig, estimates: Estimates | None = None) -> dict[str, Any]:
     """Print and return this job's plan entry; nothing is trained or written to the run dir."""
     from agent_safety.config.validate import validate
-    from agent_safety.train.schedule import run_dir_for, stage_key  # the stage identity the schedule shares by
+    from agent_safety.records.identity import stage_key
+    from agent_safety.train.schedule import run_dir_for
 
     validate(cfg)
     rid, rd, config = run_dir_for(cfg)

@@ -8,34 +8,30 @@ Only completed runs are used; the others are counted. Every record that cannot b
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-#: Objective name -> letter used in configuration labels.
-OBJECTIVE_LETTERS: Mapping[str, str] = MappingProxyType({"safety": "S", "helpfulness": "H", "both": "S&H"})
+from agent_safety.records.schema import StageRecord
+
 #: Columns of the tidy table, in order.
 COLUMNS: tuple[str, ...] = (
     "run_id", "group", "source", "model", "data", "judge", "schedule", "config", "objectives",
     "label_judges", "stage", "beta", "seed", "safety", "helpfulness", "pref_acc_safety",
-    "pref_acc_helpfulness", "n_cases", "n_test_cases", "pairs_used", "pairs_dropped", "case_set",
+    "pref_acc_helpfulness", "n_cases", "n_test_cases", "pairs_used", "pairs_dropped", "case_set", "eval_id",
+    "eval_name",
 )
-REQUIRED_KEYS: tuple[str, ...] = (
-    "run_id", "model", "judge", "stage", "objectives", "beta", "seed", "safety", "helpfulness",
-)
-#: Scores live on ToolEmu's 0-3 scales.
-SCORE_RANGE: tuple[float, float] = (0.0, 3.0)
 #: Upstream file written by ``import-published`` next to the run records it made.
 IMPORT_SKIPPED_FILE = "import_skipped.json"
+#: Stands for the eval id of a run dir written before evaluation settings had folders.
+LEGACY_EVAL = ""
 #: Below this many run dirs, a second process costs more than it saves.
 PARALLEL_MIN_DIRS = 2000
 
@@ -63,31 +59,6 @@ class Collection:
     n_run_dirs: int = 0
 
 
-def config_label(objectives: Iterable[str]) -> str:
-    """Label a configuration by the objectives of its stages: [] -> base, [safety, helpfulness] -> S→H.
-
-    Raises ValueError for an objective it does not know, so the caller can skip the record with a reason.
-    """
-    objs = tuple(objectives)
-    return _STUDY_LABELS.get(objs) or _label(objs)
-
-
-def _label(objs: tuple[str, ...]) -> str:
-    if not objs:
-        return "base"
-    bad = [o for o in objs if o not in OBJECTIVE_LETTERS]
-    if bad:
-        raise ValueError(f"cannot parse configuration label: unknown objective(s) {bad} in {list(objs)}")
-    return "→".join(OBJECTIVE_LETTERS[o] for o in objs)
-
-
-#: The study's configurations, looked up rather than rebuilt for each of many thousand records.
-_STUDY_LABELS: Mapping[tuple[str, ...], str] = MappingProxyType({
-    objs: _label(objs) for objs in ((), ("safety",), ("helpfulness",), ("both",), ("safety", "helpfulness"),
-                                    ("helpfulness", "safety"))
-})
-
-
 def find_run_dirs(roots: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
     """Yield every folder holding ``status.json`` under the roots, at any depth, in sorted order.
 
@@ -107,125 +78,66 @@ def find_run_dirs(roots: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
         stack.extend(sorted(subdirs, reverse=True))
 
 
-def _as_float(value: Any, key: str, *, optional: bool = False) -> float | None:
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ValueError(f"{key} is not a number: {value!r}")
-    out = float(value)
-    if math.isnan(out) and not optional:
-        raise ValueError(f"{key} is NaN")
-    return out
-
-
-def _as_int(value: Any, key: str, *, optional: bool = False) -> int | None:
-    if value is None and optional:
-        return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    number = _as_float(value, key)
-    if not math.isfinite(number) or number != int(number):
-        raise ValueError(f"{key} is not an integer: {value!r}")
-    return int(number)
-
-
-def _str_list(value: Any, key: str) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [v for v in value.split(",") if v]
-    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise ValueError(f"{key} is not a list of strings: {value!r}")
-    return list(value)
-
-
 def _case_set_id(cases: Sequence[int]) -> int:
     """A positive id of a list of case indices (0 for none). Tuples of ints hash the same in every
     process (only str and bytes hashes are salted), so the id is reproducible."""
     return (hash(tuple(cases)) & 0x7FFF_FFFF_FFFF_FFFF) or 1 if len(cases) else 0
 
 
-def _check_cases(cases: list, cs: list, ch: list) -> None:
-    """Per-case lists: ints for cases, scores on the 0-3 scale. Pure Python: min/max beat numpy here."""
-    lo, hi = SCORE_RANGE[0] - 1e-9, SCORE_RANGE[1] + 1e-9  # a weighted mean of 3s may round to 3.0000000000000004
-    try:
-        if type(sum(cases)) is not int:  # a float or a string anywhere spoils the sum's type
-            raise TypeError
-    except TypeError:
-        raise ValueError("cases must be integers") from None
-    try:
-        ok = lo <= min(cs) and max(cs) <= hi and lo <= min(ch) and max(ch) <= hi
-    except TypeError:
-        raise ValueError("per-case scores are not numbers") from None
-    if not ok:
-        raise ValueError(f"a per-case score lies outside {SCORE_RANGE[0]:g}-{SCORE_RANGE[1]:g}")
-
-
 def parse_record(rec: Mapping[str, Any], *, group: str = "", source: str = "local") -> tuple[dict, tuple]:
-    """Validate one metrics record and turn it into a tidy row plus its per-case scores.
-
-    Returns ``(row, (cases, case_safety, case_helpfulness))``, the lists as given. Raises ValueError
-    naming the problem; the caller records it in the skipped list.
-    """
-    if not isinstance(rec, Mapping):
-        raise ValueError(f"record is not a JSON object: {type(rec).__name__}")
-    missing = [k for k in REQUIRED_KEYS if rec.get(k) is None]
-    if missing:
-        raise ValueError(f"missing key(s) {missing}")
-    objectives = _str_list(rec["objectives"], "objectives")
-    stage = _as_int(rec["stage"], "stage")
-    if stage != len(objectives):
-        raise ValueError(f"cannot parse configuration label: stage {stage} but objectives {objectives}")
-    label = config_label(objectives)
-    safety = _as_float(rec["safety"], "safety")
-    helpfulness = _as_float(rec["helpfulness"], "helpfulness")
-    lo, hi = SCORE_RANGE
-    for key, val in (("safety", safety), ("helpfulness", helpfulness)):
-        if not lo <= val <= hi:
-            raise ValueError(f"{key} {val} outside {lo:g}-{hi:g}")
-    beta = _as_float(rec["beta"], "beta")
-    if not beta > 0:
-        raise ValueError(f"beta must be > 0, got {beta}")
-    cases, cs, ch = (rec.get(k) or [] for k in ("cases", "case_safety", "case_helpfulness"))
-    if not all(isinstance(v, (list, tuple)) for v in (cases, cs, ch)):
-        raise ValueError("cases, case_safety and case_helpfulness must be lists")
-    if not (len(cases) == len(cs) == len(ch)):
-        raise ValueError(f"case lists of different lengths: cases {len(cases)}, case_safety {len(cs)}, "
-                         f"case_helpfulness {len(ch)}")
-    if cases:
-        _check_cases(cases, cs, ch)
-    n_test = _as_int(rec.get("n_test_cases"), "n_test_cases", optional=True)
+    """Validate one stage record (see ``records.schema.StageRecord``) and turn it into a tidy row plus its
+    per-case scores ``(cases, case_safety, case_helpfulness)``. Raises ValueError naming the problem; the
+    caller records it in the skipped list."""
+    r = StageRecord.parse(rec)
     row = {
-        "run_id": str(rec["run_id"]),
-        "group": str(rec.get("group") or group),
-        "source": source,
-        "model": str(rec["model"]),
-        "data": str(rec.get("data") or ""),
-        "judge": str(rec["judge"]),
-        "schedule": str(rec.get("schedule") or ""),
-        "config": label,
-        "objectives": ",".join(objectives),
-        "label_judges": ",".join(_str_list(rec.get("label_judges"), "label_judges")),
-        "stage": stage,
-        "beta": beta,
-        "seed": _as_int(rec["seed"], "seed"),
-        "safety": safety,
-        "helpfulness": helpfulness,
-        "pref_acc_safety": _as_float(rec.get("pref_acc_safety"), "pref_acc_safety", optional=True),
-        "pref_acc_helpfulness": _as_float(rec.get("pref_acc_helpfulness"), "pref_acc_helpfulness",
-                                          optional=True),
-        "n_cases": len(cases) if cases else (n_test or 0),
-        "n_test_cases": n_test,
-        "pairs_used": _as_int(rec.get("pairs_used"), "pairs_used", optional=True),
-        "pairs_dropped": _as_int(rec.get("pairs_dropped"), "pairs_dropped", optional=True),
+        "run_id": r.run_id, "group": r.group or group, "source": source, "model": r.model, "data": r.data,
+        "judge": r.judge, "schedule": r.schedule, "config": r.config, "objectives": ",".join(r.objectives),
+        "label_judges": ",".join(r.label_judges), "stage": r.stage, "beta": r.beta, "seed": r.seed,
+        "safety": r.safety, "helpfulness": r.helpfulness, "pref_acc_safety": r.pref_acc_safety,
+        "pref_acc_helpfulness": r.pref_acc_helpfulness, "n_cases": len(r.cases) if r.cases else (r.n_test_cases or 0),
+        "n_test_cases": r.n_test_cases, "pairs_used": r.pairs_used, "pairs_dropped": r.pairs_dropped,
         # Identifies the set of test cases scored; rows sharing it can be pooled case by case.
-        "case_set": _case_set_id(cases),
+        "case_set": _case_set_id(r.cases), "eval_id": r.eval_id, "eval_name": r.eval_name,
     }
-    return row, (cases, cs, ch)
+    return row, (r.cases, r.case_safety, r.case_helpfulness)
+
+
+def _completed_evals(run_dir: Path) -> list[tuple[Path, str]]:
+    """(metrics file, eval id) of each completed evaluation setting of a run dir; a run dir written before
+    settings had folders holds one, ``metrics.jsonl`` at its top, whose id is read off its config."""
+    legacy = run_dir / "metrics.jsonl"
+    if legacy.is_file():
+        return [(legacy, LEGACY_EVAL)]
+    out = []
+    try:
+        with os.scandir(run_dir / "eval") as it:
+            dirs = sorted(e.path for e in it if e.is_dir(follow_symlinks=False))
+    except OSError:
+        return []
+    for d in dirs:
+        try:
+            done = json.loads(Path(d, "status.json").read_bytes()).get("status") == "completed"
+        except (OSError, ValueError, AttributeError):
+            done = False
+        if done:
+            out.append((Path(d, "metrics.jsonl"), os.path.basename(d)))
+    return out
+
+
+def _legacy_eval_id(run_dir: Path) -> str:
+    """The eval id of a version-1 run dir's records, from its config snapshot."""
+    from agent_safety.records.identity import default_eval_id, eval_id
+    from agent_safety.records.rundir import RunDir
+
+    try:
+        config = RunDir(run_dir).config()
+    except Exception:  # noqa: BLE001 - an unreadable snapshot: version 1 ran the default estimate
+        config = {}
+    return eval_id(config) if isinstance(config, dict) and config.get("eval") else default_eval_id()
 
 
 def read_run_dir(run_dir: Path) -> tuple[str, list[tuple[dict, tuple]], list[Skip]]:
-    """Read one run dir: its status and, when completed, its parsed metrics records."""
+    """Read one run dir: its status and, when completed, the parsed records of every completed evaluation."""
     skipped: list[Skip] = []
     status_path = run_dir / "status.json"
     try:
@@ -235,23 +147,34 @@ def read_run_dir(run_dir: Path) -> tuple[str, list[tuple[dict, tuple]], list[Ski
         return "unreadable", [], [Skip(str(status_path), f"status.json unreadable: {exc!s:.200}")]
     if state != "completed":
         return str(state), [], []
-    metrics = run_dir / "metrics.jsonl"
-    try:
-        lines = metrics.read_bytes().splitlines()
-    except OSError:
-        return state, [], [Skip(str(run_dir), "completed run dir without metrics.jsonl")]
+    evals = _completed_evals(run_dir)
+    if not evals:
+        return state, [], [Skip(str(run_dir), "completed run dir without stage records (eval/<id>/metrics.jsonl)")]
     group = run_dir.parent.name
     source = str(status.get("source") or "local") if isinstance(status, dict) else "local"
     parsed: list[tuple[dict, tuple]] = []
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    for metrics, eid in evals:
+        if eid == LEGACY_EVAL:
+            eid = _legacy_eval_id(run_dir)
         try:
-            parsed.append(parse_record(json.loads(line), group=group, source=source))
-        except ValueError as exc:  # json.JSONDecodeError is a ValueError
-            skipped.append(Skip(f"{metrics}:{i}", f"{exc!s:.300}"))
-    if not parsed and not skipped:
-        skipped.append(Skip(str(metrics), "metrics.jsonl holds no records"))
+            lines = metrics.read_bytes().splitlines()
+        except OSError:
+            skipped.append(Skip(str(metrics), "completed evaluation without metrics.jsonl"))
+            continue
+        before = len(parsed) + len(skipped)
+        for i, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                row, cases = parse_record(json.loads(line), group=group, source=source)
+            except ValueError as exc:  # json.JSONDecodeError is a ValueError
+                skipped.append(Skip(f"{metrics}:{i}", f"{exc!s:.300}"))
+                continue
+            row["eval_id"] = row["eval_id"] or eid
+            row["eval_name"] = row["eval_name"] or "estimate"
+            parsed.append((row, cases))
+        if len(parsed) + len(skipped) == before:
+            skipped.append(Skip(str(metrics), "metrics.jsonl holds no records"))
     return state, parsed, skipped
 
 
@@ -326,7 +249,7 @@ def _finish(parts: list[_Part]) -> tuple[pd.DataFrame, pd.DataFrame, int]:
         return pd.DataFrame(columns=list(COLUMNS)), _empty_cases(), 0
     table = pd.concat([p.table for p in parts], ignore_index=True) if len(parts) > 1 else parts[0].table
     lengths = np.concatenate([p.lengths for p in parts])
-    dup = table.duplicated(["run_id", "stage", "judge"]).to_numpy()
+    dup = table.duplicated(["run_id", "stage", "judge", "eval_id"]).to_numpy()
     keep_case = np.repeat(~dup, lengths)
     table = table[~dup].reset_index(drop=True)
     lengths = lengths[~dup]
@@ -401,6 +324,16 @@ _METRIC_KEYS: tuple[str, ...] = (
 )
 
 
+def _wandb_eval(config: Mapping[str, Any]) -> tuple[str, str]:
+    from agent_safety.records.identity import default_eval_id, eval_id
+
+    setting = _pick(config, "eval")
+    if isinstance(setting, Mapping) and setting:
+        plain = {k: (v.get("value") if isinstance(v, Mapping) and "value" in v else v) for k, v in setting.items()}
+        return eval_id({"eval": plain}), str(plain.get("name") or "estimate")
+    return default_eval_id(), "estimate"
+
+
 def wandb_record(run: Any, row: Mapping[str, Any]) -> dict[str, Any]:
     """Merge one W&B history row with its run's config into our metrics-record shape."""
     config = dict(run.config or {})
@@ -429,6 +362,8 @@ def wandb_record(run: Any, row: Mapping[str, Any]) -> dict[str, Any]:
             rec["objectives"] = list(stages)[: int(rec["stage"])]
         except (TypeError, ValueError):
             pass
+    if not rec.get("eval_id"):  # the resolved config names the setting; runs logged before settings: the default
+        rec["eval_id"], rec["eval_name"] = _wandb_eval(config)
     if rec.get("label_judges") is None and rec.get("objectives") is not None and rec.get("judge"):
         rec["label_judges"] = [rec["judge"]] * len(rec["objectives"])
     return rec

@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import re
-import statistics
 import sys
 import tarfile
 import tempfile
@@ -35,8 +34,11 @@ from types import MappingProxyType
 from typing import Any
 
 from agent_safety.data.split import split_cases
-from agent_safety.records.collect import IMPORT_SKIPPED_FILE, SCORE_RANGE, Skip
+from agent_safety.data.toolemu import HELP_SUFFIX, METRIC_FILES, SAFE_SUFFIX, median_score
+from agent_safety.records.collect import IMPORT_SKIPPED_FILE, Skip
 from agent_safety.records.io import atomic_write
+from agent_safety.records.rundir import RunDir
+from agent_safety.records.schema import SCORE_RANGE, StageRecord, schedule_label
 
 #: Upstream result sets, by the short name used on the command line.
 RESULT_SETS: Mapping[str, str] = MappingProxyType({"match": "match_eval_results", "cross": "cross_eval_results"})
@@ -52,11 +54,6 @@ JUDGE_NAMES: Mapping[str, str] = MappingProxyType({
     "gpt-5-mini": "gpt5m", "gpt5m": "gpt5m", "qwen_qwen3-32b": "q32", "qwen3-32b": "q32", "q32": "q32",
 })
 OBJECTIVES: Mapping[str, str] = MappingProxyType({"safe": "safety", "help": "helpfulness", "both": "both"})
-SCHEDULE_LETTERS: Mapping[str, str] = MappingProxyType({"safety": "S", "helpfulness": "H", "both": "SH"})
-EVAL_FILES: tuple[tuple[str, str, str], ...] = (
-    ("safety", "_eval_agent_safe.jsonl", "ToolCallRisk"),
-    ("helpfulness", "_eval_agent_help_ignore_safety.jsonl", "Helpfulness"),
-)
 DEFAULT_BETA = 0.1
 N_CASES = 144
 DEFAULT_SEEDS: tuple[int, ...] = (0, 1, 2)
@@ -119,18 +116,6 @@ def parse_run_name(name: str) -> RunName:
     return RunName(model_name(m.group("model")), stages)
 
 
-def _median(value: Any) -> float:
-    """A score, or the median of its replicates."""
-    if isinstance(value, list):
-        nums = [v for v in value if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        if not nums:
-            raise ValueError(f"no numeric replicate in {value!r}")
-        return float(statistics.median(nums))
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    raise ValueError(f"score is not a number: {value!r}")
-
-
 def _eval_score(line: bytes, key: str) -> float:
     found = _EVAL_SCORES.findall(line)  # the last one is the top-level key
     try:
@@ -139,7 +124,7 @@ def _eval_score(line: bytes, key: str) -> float:
         raise ValueError(f"unparsable eval record ({type(exc).__name__})") from None
     if not isinstance(scores, dict) or key not in scores:
         raise ValueError(f"eval_scores has no {key}")
-    score = _median(scores[key])
+    score = median_score(scores[key])
     lo, hi = SCORE_RANGE
     if not lo <= score <= hi:
         raise ValueError(f"{key} {score:g} outside {lo:g}-{hi:g}")
@@ -161,7 +146,7 @@ def read_scores(folder: Path) -> tuple[dict[str, dict[int, tuple[float, float]]]
     scores: dict[str, dict[int, tuple[float, float]]] = {}
     skipped: list[Skip] = []
     for traj in sorted(folder.glob("*.jsonl")):
-        if "_eval_agent_" in traj.name:
+        if traj.name.endswith((f"{SAFE_SUFFIX}.jsonl", f"{HELP_SUFFIX}.jsonl")):
             continue
         m = _FILE_JUDGE.search(traj.name)
         if not m:
@@ -171,8 +156,8 @@ def read_scores(folder: Path) -> tuple[dict[str, dict[int, tuple[float, float]]]
         stem = str(traj)[: -len(".jsonl")]
         try:
             traj_lines = traj.read_bytes().splitlines()
-            evals = {metric: (Path(stem + suffix), Path(stem + suffix).read_bytes().splitlines(), key)
-                     for metric, suffix, key in EVAL_FILES}
+            evals = {metric: (Path(f"{stem}{suffix}.jsonl"), Path(f"{stem}{suffix}.jsonl").read_bytes().splitlines(),
+                              key) for metric, (suffix, key) in METRIC_FILES.items()}
         except OSError as exc:
             skipped.append(Skip(str(traj), f"missing parallel eval file: {exc.filename}"))
             continue
@@ -209,34 +194,33 @@ def _record(run_id: str, group: str, model: str, judge: str, stages: tuple[Stage
     cs = [by_case[c][0] for c in cases]
     ch = [by_case[c][1] for c in cases]
     objectives = [s.objective for s in stages]
-    return {
-        "run_id": run_id, "group": group, "model": model,
-        "data": f"toolemu_{stages[-1].label_judge}" if stages else "toolemu",
-        "judge": judge,
-        "schedule": "_".join(SCHEDULE_LETTERS[o] for o in objectives) if stages else "base",
-        "stage": len(stages), "objectives": objectives, "label_judges": [s.label_judge for s in stages],
-        "beta": stages[-1].beta if stages else DEFAULT_BETA, "seed": seed,
-        "safety": sum(cs) / len(cs), "helpfulness": sum(ch) / len(ch),
-        "pref_acc_safety": None, "pref_acc_helpfulness": None,
-        "n_test_cases": len(test), "pairs_used": None, "pairs_dropped": None,
-        "cases": cases, "case_safety": cs, "case_helpfulness": ch,
-    }
+    return StageRecord(
+        run_id=run_id, group=group, model=model, judge=judge, stage=len(stages), objectives=objectives,
+        beta=stages[-1].beta if stages else DEFAULT_BETA, seed=seed, safety=sum(cs) / len(cs),
+        helpfulness=sum(ch) / len(ch), data=f"toolemu_{stages[-1].label_judge}" if stages else "toolemu",
+        schedule=schedule_label(objectives), label_judges=[s.label_judge for s in stages], eval_id=group,
+        eval_name=group, n_test_cases=len(test), cases=cases, case_safety=cs, case_helpfulness=ch,
+    ).to_dict()
 
 
 def write_run(out: Path, group: str, run_id: str, records: list[dict[str, Any]], upstream: str) -> None:
-    """Write one run dir in our format; ``status.json`` last, so a partial write never reads as completed."""
-    run_dir = out / group / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in records), durable=False)
+    """Write one run dir in our layout, its records as the evaluation setting ``<group>`` (the study's
+    generative evaluation, match or cross); each ``status.json`` last, so a partial write never reads as
+    completed."""
+    rd = RunDir(out / group / run_id)
+    ev = rd.eval(group)
+    ev.root.mkdir(parents=True, exist_ok=True)
+    atomic_write(ev.metrics_path, "".join(json.dumps(r) + "\n" for r in records), durable=False)
     status = {"run_id": run_id, "status": "completed", "error": None, "source": "import-published",
               "upstream_folder": upstream}
-    atomic_write(run_dir / "status.json", json.dumps(status, indent=1) + "\n", durable=False)
+    atomic_write(ev.status_path, json.dumps({**status, "eval_id": group}, indent=1) + "\n", durable=False)
+    atomic_write(rd.status_path, json.dumps(status, indent=1) + "\n", durable=False)
 
 
 def _is_result_set(path: Path) -> bool:
     """A folder whose subfolders hold upstream eval files."""
     for sub in path.iterdir():
-        if sub.is_dir() and next(sub.glob("*_eval_agent_safe.jsonl"), None) is not None:
+        if sub.is_dir() and next(sub.glob(f"*{SAFE_SUFFIX}.jsonl"), None) is not None:
             return True
     return False
 

@@ -1,14 +1,20 @@
-"""Run identity and the run directory: config snapshot, status, per-stage metrics, checkpoints.
+"""The run directory: config snapshot, status, trained stages, and one result set per evaluation setting.
 
-A run's id is a short hash of its resolved config minus the keys that do not change what it computes
-(paths, logging, launcher, hardware), so an identical config maps to the same run dir and is not
-trained twice. Every file is written atomically, and ``status.json`` says ``completed`` only after
-everything else is on disk.
+```
+runs/<group>/<run_id>/
+  config.yaml  status.json  stages.jsonl      the run: its config, its status, one line per trained stage
+  stage_<k>/model/  stage_<k>/adapter/        the merged model after stage k, and its LoRA adapter
+  eval/<eval_id>/eval.yaml  metrics.jsonl  status.json    one evaluation setting: one stage record per stage
+```
+
+The run id names what was trained and the eval id how it was scored (``records.identity``), so scoring a
+run another way trains nothing. Every file is written atomically, and a status says ``completed`` only
+after everything it covers is on disk. Run dirs written before evaluation had its own folder hold their
+records in ``metrics.jsonl`` at the top; :meth:`RunDir.migrate_legacy` moves them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -19,29 +25,13 @@ from typing import Any
 
 import yaml
 
-from agent_safety.config.schema import NON_SEMANTIC_KEYS
 from agent_safety.records.io import atomic_write, read_json
 
 SECRET_ENV = ("WANDB_API_KEY", "OPENAI_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "ANTHROPIC_API_KEY")
 _SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password)$", re.I)
 REDACTED = "***"
-
-
-def semantic_config(config: Mapping[str, Any], drop: tuple[str, ...] = NON_SEMANTIC_KEYS) -> dict[str, Any]:
-    """The config without the (dotted) keys that do not change what a run computes."""
-    out = {}
-    for key, value in config.items():
-        if key in drop:
-            continue
-        nested = tuple(d.split(".", 1)[1] for d in drop if d.startswith(f"{key}."))
-        out[key] = semantic_config(value, nested) if nested and isinstance(value, Mapping) else value
-    return out
-
-
-def run_id(config: Mapping[str, Any]) -> str:
-    """Short hash of the semantic part of a resolved config."""
-    blob = json.dumps(semantic_config(config), sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+#: Training facts of a stage, kept in ``stages.jsonl`` and copied into each of its stage records.
+TRAINING_FIELDS = ("pairs_used", "pairs_dropped", "train_loss", "trained_by")
 
 
 def redact(obj: Any, secrets: tuple[str, ...] | None = None) -> Any:
@@ -59,18 +49,85 @@ def redact(obj: Any, secrets: tuple[str, ...] | None = None) -> Any:
     return obj
 
 
-class RunDir:
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _read_lines(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _replace_line(path: Path, record: Mapping[str, Any]) -> None:
+    """Replace the line of ``record["stage"]`` (a resumed stage rewrites it), keep the others, atomically."""
+    rows = [r for r in _read_lines(path) if r.get("stage") != record["stage"]] + [dict(record)]
+    rows.sort(key=lambda r: r["stage"])
+    atomic_write(path, "".join(json.dumps(redact(r), sort_keys=True) + "\n" for r in rows))
+
+
+class _Status:
+    """A ``status.json`` beside the files it vouches for."""
+
+    root: Path
+
+    @property
+    def status_path(self) -> Path:
+        return self.root / "status.json"
+
+    def status(self) -> dict[str, Any]:
+        return read_json(self.status_path, {}) or {}
+
+    def set_status(self, status: str, **extra: Any) -> None:
+        data = {**self.status(), "status": status, "updated": _now(), **extra}
+        if status != "failed":
+            data["error"] = None
+        atomic_write(self.status_path, json.dumps(redact(data), indent=1, sort_keys=True) + "\n")
+
+
+class EvalDir(_Status):
+    """One evaluation setting's results for a run: ``<run dir>/eval/<eval_id>/``."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    @property
+    def eval_id(self) -> str:
+        return self.root.name
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    def records(self) -> list[dict[str, Any]]:
+        return _read_lines(self.metrics_path)
+
+    def write_record(self, record: Mapping[str, Any]) -> None:
+        _replace_line(self.metrics_path, record)
+
+    def evaluated_stages(self) -> list[int]:
+        return sorted(r["stage"] for r in self.records())
+
+    def write_setting(self, setting: Mapping[str, Any]) -> None:
+        atomic_write(self.root / "eval.yaml", yaml.safe_dump(redact(dict(setting)), sort_keys=False))
+
+    def completed(self) -> bool:
+        return self.status().get("status") == "completed"
+
+
+class RunDir(_Status):
     """Paths and atomic writers of one run's directory: ``runs/<group>/<run_id>/``."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
 
     @property
-    def status_path(self) -> Path:
-        return self.root / "status.json"
+    def stages_path(self) -> Path:
+        return self.root / "stages.jsonl"
 
     @property
-    def metrics_path(self) -> Path:
+    def legacy_metrics_path(self) -> Path:
+        """Where run dirs written before ``eval/`` kept their stage records."""
         return self.root / "metrics.jsonl"
 
     def stage_dir(self, stage: int) -> Path:
@@ -79,30 +136,53 @@ class RunDir:
     def model_dir(self, stage: int) -> Path:
         return self.stage_dir(stage) / "model"
 
-    def status(self) -> dict[str, Any]:
-        return read_json(self.status_path, {}) or {}
-
-    def set_status(self, status: str, **extra: Any) -> None:
-        data = {**self.status(), "status": status, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
-        if status != "failed":
-            data["error"] = None
-        atomic_write(self.status_path, json.dumps(redact(data), indent=1, sort_keys=True) + "\n")
-
     def write_config(self, config: Mapping[str, Any]) -> None:
         atomic_write(self.root / "config.yaml", yaml.safe_dump(redact(dict(config)), sort_keys=False))
 
-    def metrics(self) -> list[dict[str, Any]]:
-        if not self.metrics_path.exists():
-            return []
-        return [json.loads(line) for line in self.metrics_path.read_text(encoding="utf-8").splitlines() if line]
+    def config(self) -> dict[str, Any]:
+        path = self.root / "config.yaml"
+        return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.exists() else {}
 
-    def write_stage_metrics(self, record: Mapping[str, Any]) -> None:
-        """Replace this stage's line (a resumed stage rewrites it) and keep the others, atomically."""
-        rows = [r for r in self.metrics() if r.get("stage") != record["stage"]] + [dict(record)]
-        rows.sort(key=lambda r: r["stage"])
-        atomic_write(self.metrics_path, "".join(json.dumps(redact(r), sort_keys=True) + "\n" for r in rows))
+    # -- training
+    def training_records(self) -> list[dict[str, Any]]:
+        return _read_lines(self.stages_path)
 
-    def completed_stages(self) -> list[int]:
-        """Stages with a metrics line and, after the base, a saved merged model."""
-        return sorted(r["stage"] for r in self.metrics()
-                      if r["stage"] == 0 or (self.model_dir(r["stage"]) / "config.json").exists())
+    def training_record(self, stage: int) -> dict[str, Any] | None:
+        return next((r for r in self.training_records() if r["stage"] == stage), None)
+
+    def write_training_record(self, record: Mapping[str, Any]) -> None:
+        """Written once the stage's merged model is on disk: the line says the stage is trained."""
+        _replace_line(self.stages_path, record)
+
+    def trained_stages(self) -> list[int]:
+        """Stages (from 1) with a training line and a saved merged model."""
+        return sorted(r["stage"] for r in self.training_records()
+                      if (self.model_dir(r["stage"]) / "config.json").exists())
+
+    # -- evaluation
+    def eval(self, eval_id: str) -> EvalDir:
+        return EvalDir(self.root / "eval" / eval_id)
+
+    def evals(self) -> list[EvalDir]:
+        base = self.root / "eval"
+        return [EvalDir(p) for p in sorted(base.iterdir()) if p.is_dir()] if base.is_dir() else []
+
+    def is_legacy(self) -> bool:
+        return self.legacy_metrics_path.exists()
+
+    def migrate_legacy(self, eval_id: str, setting: Mapping[str, Any]) -> None:
+        """Move a version-1 run dir's ``metrics.jsonl`` into ``eval/<eval_id>/`` and ``stages.jsonl``.
+
+        Each step is atomic and idempotent, and the old file goes last, so a killed migration is redone."""
+        records = _read_lines(self.legacy_metrics_path)
+        ev = self.eval(eval_id)
+        for rec in records:
+            if rec["stage"] > 0 and self.training_record(rec["stage"]) is None:
+                self.write_training_record({"stage": rec["stage"], "objectives": rec.get("objectives", []),
+                                            **{k: rec.get(k) for k in TRAINING_FIELDS}})
+        for rec in records:
+            ev.write_record({**rec, "eval_id": eval_id, "eval_name": setting.get("name", "estimate")})
+        ev.write_setting(setting)
+        if self.status().get("status") == "completed":
+            ev.set_status("completed", eval_id=eval_id, stages=len(records))
+        os.unlink(self.legacy_metrics_path)

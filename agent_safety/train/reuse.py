@@ -14,28 +14,19 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from agent_safety.records.cache import key, locked
+from agent_safety.records.cache import locked
 from agent_safety.records.io import atomic_write, read_json, replace_dir
-from agent_safety.records.rundir import RunDir, semantic_config
+from agent_safety.records.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
 #: Where stage identities point at the run that trained them: ``<runs_dir>/.stages/<key>.json``.
 INDEX = ".stages"
-
-
-def stage_key(config: Mapping[str, Any], stage: int) -> str:
-    """Identity of a schedule's first ``stage`` stages: the semantic config minus the schedule, plus the
-    objectives of those stages in order (their names too, since records carry them)."""
-    sem = semantic_config(config)
-    prefix = [{"objective": name, **sem["objectives"][name]} for name in sem["schedule"]["stages"][:stage]]
-    rest = {k: v for k, v in sem.items() if k not in ("schedule", "objectives")}
-    return key(config=rest, prefix=prefix)
 
 
 class SharedStage:
@@ -52,7 +43,7 @@ class SharedStage:
         if not entry:
             return None
         src = RunDir(self.runs_dir / entry["run_dir"])
-        if self.stage not in src.completed_stages():
+        if self.stage not in src.trained_stages():
             return None
         return src
 
@@ -76,12 +67,14 @@ def shared_stage(runs_dir: Path, stage_id: str, stage: int, enabled: bool = True
 
 
 def adopt(src: RunDir, rd: RunDir, stage: int) -> dict[str, Any]:
-    """Hard-link ``src``'s stage (merged model, adapter) into ``rd`` and return ``src``'s stage record."""
+    """Hard-link ``src``'s stage (merged model, adapter) into ``rd`` and return its training record for
+    ``rd``, marked with the run that trained it."""
     for part in ("adapter", "model"):
         origin = src.stage_dir(stage) / part
         if origin.exists():
             link_tree(origin, rd.stage_dir(stage) / part)
-    return next(r for r in src.metrics() if r["stage"] == stage)
+    trained = src.training_record(stage) or {"stage": stage}
+    return {**trained, "trained_by": trained.get("trained_by") or src.root.name}
 
 
 def link_tree(src: Path, dst: Path) -> None:

@@ -1,7 +1,10 @@
 """A run: evaluate the base model (stage 0), then train and evaluate each stage of the schedule in order.
 
-Each stage starts from the previous stage's merged model. A relaunched run resumes after its last
-completed stage; a completed run is reported and left alone unless ``force=true``.
+Each stage starts from the previous stage's merged model. The steps are short and named: prepare the run's
+context (``train.context``), train or adopt a stage, evaluate it with the run's evaluator
+(``evaluate.base``), emit its record. A relaunched run resumes after its last trained stage and evaluates
+what its evaluation setting has not scored yet, so a completed run launched with another ``eval`` setting
+trains nothing. A completed run is reported and left alone unless ``force=true``.
 """
 
 from __future__ import annotations
@@ -11,35 +14,19 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
-from agent_safety.config.schema import to_container
-from agent_safety.config.validate import validate
-from agent_safety.data.benchmark import load_data
-from agent_safety.data.split import split_cases
-from agent_safety.evaluate.estimate import (
-    as_record,
-    base_cache_path,
-    cached_base_logps,
-    candidates,
-    estimate,
-    sequence_logps,
-)
-from agent_safety.launch.cluster import job_info
-from agent_safety.pairs.formatting import cached_tokenize
-from agent_safety.pairs.rules import PairRule
-from agent_safety.pairs.sets import pair_set
-from agent_safety.records.cache import tokenizer_key
-from agent_safety.records.rundir import RunDir, run_id
-from agent_safety.records.tracking import start as start_tracking
-from agent_safety.train.models import keep_freed_memory, load_model, load_tokenizer, pick_device, resolve_base
-from agent_safety.train.reuse import adopt, shared_stage, stage_key
-from agent_safety.train.stage import train_stage
+from agent_safety.records.identity import eval_id, run_id, stage_key
+from agent_safety.records.rundir import TRAINING_FIELDS, EvalDir, RunDir
+from agent_safety.records.schema import StageRecord
+
+if TYPE_CHECKING:
+    from agent_safety.evaluate.base import Evaluator
+    from agent_safety.train.context import RunContext
 
 log = logging.getLogger(__name__)
-SHORT = {"safety": "S", "helpfulness": "H", "both": "SH"}
 
 
 @dataclass
@@ -52,38 +39,45 @@ class RunResult:
 
 
 def run_dir_for(cfg: DictConfig) -> tuple[str, RunDir, dict[str, Any]]:
+    from agent_safety.config.schema import to_container
+
     config = to_container(cfg)
     rid = run_id(config)
     return rid, RunDir(Path(cfg.paths.runs_dir) / cfg.group / rid), config
 
 
-def configure_threads(threads: int | None) -> None:
-    import torch
-
-    if threads:
-        torch.set_num_threads(int(threads))
+def eval_setting(config: dict[str, Any]) -> dict[str, Any]:
+    """What ``eval/<eval_id>/eval.yaml`` records: the evaluation settings and the judge of the scores."""
+    return {**config["eval"], "judge": config["data"]["judge"]}
 
 
 def run_schedule(cfg: DictConfig) -> RunResult:
     """Run (or resume) the schedule described by ``cfg``; see the module docstring."""
+    from agent_safety.config.validate import validate
+    from agent_safety.launch.cluster import job_info
+    from agent_safety.records.tracking import start as start_tracking
+
     validate(cfg)
     rid, rd, config = run_dir_for(cfg)
-    if rd.status().get("status") == "completed" and not cfg.force:
+    eid = eval_id(config)
+    if rd.is_legacy():
+        log.warning("run %s: moving metrics.jsonl into eval/%s/ (the layout before evaluation settings)", rid, eid)
+        rd.migrate_legacy(eid, eval_setting(config))
+    if rd.status().get("status") == "completed" and rd.eval(eid).completed() and not cfg.force:
         log.info("run %s already completed: %s (force=true to rerun)", rid, rd.root)
-        return RunResult(rid, rd.root, "completed", rd.metrics(), skipped_training=True)
+        return RunResult(rid, rd.root, "completed", rd.eval(eid).records(), skipped_training=True)
     if cfg.force and rd.root.exists():
         shutil.rmtree(rd.root)
     rd.root.mkdir(parents=True, exist_ok=True)
     rd.write_config(config)
-    configure_threads(cfg.threads)
-    rd.set_status("running", run_id=rid, group=cfg.group, started=time.strftime("%Y-%m-%dT%H:%M:%S"),
+    rd.set_status("running", run_id=rid, group=cfg.group, started=_now(),
                   attempt=int(rd.status().get("attempt") or 0) + 1, job=job_info(), note=None)
     stages = list(cfg.schedule.stages)
     tags = [cfg.model.name, *dict.fromkeys(stages), f"beta={cfg.trainer.beta}", f"seed={cfg.seed}"]
     tracker = start_tracking(cfg.logger, rd.root, rid, cfg.group, cfg.schedule.name, tags, config)
     try:
-        records = _run(cfg, config, rid, rd, tracker)
-        rd.set_status("completed", run_id=rid, finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        records = run_stages(cfg, config, rid, eid, rd, tracker)
+        rd.set_status("completed", run_id=rid, finished=_now())
         tracker.finish(0)
         return RunResult(rid, rd.root, "completed", records)
     except (SystemExit, KeyboardInterrupt) as e:  # preempted or timed out: a requeued job resumes it
@@ -96,104 +90,110 @@ def run_schedule(cfg: DictConfig) -> RunResult:
         raise
 
 
-def _run(cfg: DictConfig, config: dict[str, Any], rid: str, rd: RunDir, tracker: Any) -> list[dict[str, Any]]:
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def run_stages(cfg: DictConfig, config: dict[str, Any], rid: str, eid: str, rd: RunDir,
+               tracker: Any) -> list[dict[str, Any]]:
+    """Stage 0, then each stage in order: train it (or adopt it, or find it trained), then evaluate it."""
+    from agent_safety.evaluate.base import make_evaluator
+    from agent_safety.train.context import prepare
+    from agent_safety.train.reuse import shared_stage
+
+    ctx = prepare(cfg, config, rid, eid, rd, tracker)
+    evaluator = make_evaluator(ctx)
+    ev = rd.eval(eid)
+    ev.write_setting({"name": cfg.eval.name, **eval_setting(config)})
+    evaluate_stage(ctx, evaluator, ev, 0, source=None)
+    share = bool(cfg.reuse_stages) and not cfg.force
+    for stage in range(1, len(cfg.schedule.stages) + 1):
+        needs_training = stage not in rd.trained_stages()
+        with shared_stage(Path(cfg.paths.runs_dir), stage_key(config, stage), stage, share and needs_training) \
+                as shared:
+            source = train_or_adopt(ctx, stage, shared) if needs_training else None
+            evaluate_stage(ctx, evaluator, ev, stage, source)
+            if shared is not None and source is None:
+                shared.publish(rd)
+    records = ev.records()
+    ev.set_status("completed", eval_id=eid, name=cfg.eval.name, stages=len(records))
+    tracker.summary({"run_dir": str(rd.root), "final/safety": records[-1]["safety"],
+                     "final/helpfulness": records[-1]["helpfulness"]})
+    return records
+
+
+def train_or_adopt(ctx: RunContext, stage: int, shared: Any) -> RunDir | None:
+    """Make stage ``stage`` trained in this run dir; returns the run dir it was adopted from, if any."""
+    src = shared.source() if shared is not None else None
+    if src is not None and src.root.resolve() != ctx.rd.root.resolve():
+        from agent_safety.train.reuse import adopt
+
+        ctx.rd.write_training_record(adopt(src, ctx.rd, stage))  # the same prefix, trained by another run
+        return src
+    train(ctx, stage)
+    return None
+
+
+def train(ctx: RunContext, stage: int) -> None:
+    """One DPO stage on the previous stage's merged model; its model and training line land in the run dir."""
     from transformers import set_seed
 
-    configure_threads(cfg.threads)
-    set_seed(cfg.seed)
-    cache_dir = Path(cfg.paths.cache_dir)
-    device = pick_device(cfg.device)
-    if device == "cpu":
-        keep_freed_memory()
-    bench = load_data(cfg.data, cache_dir)
-    train_cases, test_cases = split_cases(bench.n_cases, cfg.seed)
-    if cfg.eval.max_cases:
-        test_cases = test_cases[: cfg.eval.max_cases]
-    base_path, base_identity = resolve_base(cfg.model, bench, cache_dir)
-    tokenizer = load_tokenizer(base_path, cfg.model)
-    tokenized = cached_tokenize(tokenizer, bench, cache_dir)
-    tok_key = tokenizer_key(tokenizer)
-    test_idx = candidates(bench, test_cases)
-    eval_len = cfg.eval.max_length or cfg.trainer.max_length
-    rules = {m: PairRule.from_config(cfg.objectives[m]) for m in ("safety", "helpfulness") if m in cfg.objectives}
+    from agent_safety.pairs.rules import PairRule
+    from agent_safety.pairs.sets import pair_set
+    from agent_safety.train.stage import train_stage
 
-    done = rd.completed_stages()
-    last = max(done, default=0)
-    model = None  # the model the next stage trains from, loaded when first needed (adopted stages need none)
+    cfg = ctx.cfg
+    name = cfg.schedule.stages[stage - 1]
+    objective = cfg.objectives[name]
+    rows = pair_set(ctx.bench, ctx.tokenized, PairRule.from_config(objective), ctx.train_cases,
+                    cfg.trainer.max_length, cfg.trainer.max_pairs, cfg.seed, ctx.cache_dir, ctx.tokenizer_key)
+    log.info("stage %d (%s): %d pairs, %d dropped as longer than %d tokens", stage, name, len(rows.rows),
+             rows.dropped, cfg.trainer.max_length)
+    epochs = objective.num_train_epochs or cfg.trainer.num_train_epochs
+    start = ctx.models.take(stage - 1)
+    set_seed(cfg.seed + stage)  # the same stream whether or not earlier stages ran in this process
+    model, metrics = train_stage(start, ctx.tokenizer, rows, cfg.trainer, ctx.rd.stage_dir(stage), epochs,
+                                 cfg.seed, ctx.tracker.report_to, ctx.run_id,
+                                 callbacks=ctx.tracker.trainer_callbacks(stage))
+    model.to(ctx.device)
+    ctx.models.put(stage, model)
+    ctx.rd.write_training_record({"stage": stage, "objectives": list(cfg.schedule.stages[:stage]),
+                                  "pairs_used": len(rows.rows), "pairs_dropped": rows.dropped,
+                                  "train_loss": metrics.get("train_loss"), "trained_by": None})
 
-    def score(m: Any, desc: str) -> tuple[Any, Any]:
-        return sequence_logps(m, tokenized, bench, test_idx, cfg.eval.batch_size, eval_len, desc,
-                              pad_id=tokenizer.pad_token_id)  # load_tokenizer falls back to eos
 
-    def base_scores() -> tuple[Any, Any]:
-        nonlocal model
-        base = load_model(base_path, cfg.model, device)
-        if last == 0:
-            model = base
-        try:
-            return score(base, "base log-probs")
-        finally:
-            del base
+def evaluate_stage(ctx: RunContext, evaluator: Evaluator, ev: EvalDir, stage: int, source: RunDir | None) -> None:
+    """Score the stage unless this setting already has; an adopted stage takes its source's scores when the
+    source was evaluated the same way (same model, same setting: same numbers)."""
+    from agent_safety.evaluate.base import StageModel
 
-    base_logps, n_tokens = cached_base_logps(
-        base_cache_path(cache_dir, base_identity, bench, test_idx, eval_len), base_scores)
+    if stage in ev.evaluated_stages():
+        return
+    copied = source.eval(ev.eval_id).records() if source is not None else []
+    scores = next((r for r in copied if r["stage"] == stage), None)
+    if scores is None:
+        scores = evaluator.score(StageModel(stage, ctx.models.path(stage), lambda: ctx.models.get(stage)))
+    emit(ctx, ev, stage, scores)
 
-    common = {"run_id": rid, "group": cfg.group, "model": cfg.model.name, "data": cfg.data.name,
-              "judge": bench.judge, "schedule": cfg.schedule.name, "beta": float(cfg.trainer.beta),
-              "seed": int(cfg.seed), "data_skipped": len(bench.skipped)}
 
-    def emit(rec: dict[str, Any], note: str = "") -> dict[str, Any]:
-        rd.write_stage_metrics(rec)
-        tracker.log({"stage": rec["stage"], "estimate/safety": rec["safety"],
-                     "estimate/helpfulness": rec["helpfulness"],
+def emit(ctx: RunContext, ev: EvalDir, stage: int, scores: dict[str, Any]) -> dict[str, Any]:
+    """Write the stage record (this run's header, the stage's training facts, the scores), log and print it."""
+    cfg = ctx.cfg
+    training = ctx.rd.training_record(stage) or {"pairs_used": 0, "pairs_dropped": 0}
+    fields = set(StageRecord.__dataclass_fields__) - {"extra"}
+    header = {"run_id": ctx.run_id, "group": cfg.group, "model": cfg.model.name, "data": cfg.data.name,
+              "judge": ctx.bench.judge, "schedule": cfg.schedule.name, "stage": stage,
+              "objectives": list(cfg.schedule.stages[:stage]), "label_judges": [ctx.bench.judge] * stage,
+              "beta": float(cfg.trainer.beta), "seed": int(cfg.seed), "data_skipped": len(ctx.bench.skipped),
+              "eval_id": ev.eval_id, "eval_name": cfg.eval.name}
+    known = {k: v for k, v in scores.items() if k in fields and k not in header and k not in TRAINING_FIELDS}
+    extra = {k: v for k, v in scores.items() if k not in fields}
+    record = StageRecord(**header, **known, **{k: training.get(k) for k in TRAINING_FIELDS}, extra=extra)
+    rec = record.to_dict()
+    ev.write_record(rec)
+    ctx.tracker.log({"stage": stage, "estimate/safety": rec["safety"], "estimate/helpfulness": rec["helpfulness"],
                      **{f"estimate/{k}": v for k, v in rec.items() if k.startswith("pref_acc") and v is not None}})
-        stage = rec["stage"]
-        print(f"[{rid}] stage {stage} ({'base' if stage == 0 else rec['objectives'][-1]}): "
-              f"safety {rec['safety']:.3f}  helpfulness {rec['helpfulness']:.3f}{note}", flush=True)
-        return rec
-
-    def header(stage: int) -> dict[str, Any]:
-        return {**common, "stage": stage, "objectives": list(cfg.schedule.stages[:stage]),
-                "label_judges": [bench.judge] * stage}
-
-    def record(stage: int, logps: Any, extra: dict[str, Any]) -> dict[str, Any]:
-        est = estimate(bench, test_idx, logps, base_logps, n_tokens, rules, cfg.eval.per_token,
-                       cfg.eval.temperature)
-        return emit({**header(stage), **as_record(est), **extra})
-
-    if 0 not in done:
-        record(0, base_logps, {"pairs_used": 0, "pairs_dropped": 0})
-    share = bool(cfg.reuse_stages) and not cfg.force
-    for stage, name in enumerate(cfg.schedule.stages, 1):
-        if stage in done:
-            continue
-        with shared_stage(Path(cfg.paths.runs_dir), stage_key(config, stage), stage, share) as shared:
-            src = shared.source() if shared else None
-            if src is not None and src.root.resolve() != rd.root.resolve():
-                trained = adopt(src, rd, stage)  # the same prefix was trained by another run: link it
-                emit({**trained, **header(stage), "trained_by": trained["run_id"]},
-                     f"  (trained by run {trained['run_id']})")
-                model = None
-                continue
-            if model is None:
-                model = load_model(str(rd.model_dir(stage - 1)) if stage > 1 else base_path, cfg.model, device)
-            objective = cfg.objectives[name]
-            rows = pair_set(bench, tokenized, PairRule.from_config(objective), train_cases, cfg.trainer.max_length,
-                            cfg.trainer.max_pairs, cfg.seed, cache_dir, tok_key)
-            log.info("stage %d (%s): %d pairs, %d dropped as longer than %d tokens", stage, name, len(rows.rows),
-                     rows.dropped, cfg.trainer.max_length)
-            epochs = objective.num_train_epochs or cfg.trainer.num_train_epochs
-            set_seed(cfg.seed + stage)  # the same stream whether or not earlier stages ran in this process
-            model, train_metrics = train_stage(model, tokenizer, rows, cfg.trainer, rd.stage_dir(stage), epochs,
-                                               cfg.seed, tracker.report_to, rid,
-                                               callbacks=tracker.trainer_callbacks(stage))
-            model.to(device)
-            logps, _ = score(model, f"stage {stage} log-probs")
-            record(stage, logps, {"pairs_used": len(rows.rows), "pairs_dropped": rows.dropped,
-                                  "train_loss": train_metrics.get("train_loss")})
-            if shared:
-                shared.publish(rd)
-    rd_records = rd.metrics()
-    tracker.summary({"run_dir": str(rd.root), "final/safety": rd_records[-1]["safety"],
-                     "final/helpfulness": rd_records[-1]["helpfulness"]})
-    return rd_records
+    note = f"  (trained by run {record.trained_by})" if record.trained_by else ""
+    print(f"[{ctx.run_id}] stage {stage} ({'base' if stage == 0 else record.objectives[-1]}): "
+          f"safety {record.safety:.3f}  helpfulness {record.helpfulness:.3f}{note}", flush=True)
+    return rec

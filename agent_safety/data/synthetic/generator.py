@@ -26,6 +26,7 @@ from agent_safety.data.synthetic.judges import (
     judge_helpfulness,
     judge_safety,
 )
+from agent_safety.data.toolemu import HELP_KEY, HELP_SUFFIX, SAFE_KEY, SAFE_SUFFIX
 from agent_safety.records.io import atomic_write
 
 BEHAVIOURS = ("reckless", "confirm", "refuse", "careful", "fail", "mixed")
@@ -1016,9 +1017,9 @@ def eval_records(case: Mapping[str, Any], record: Mapping[str, Any], eval_id: in
     safety, why_safe = judge_safety(case, record)
     helpful, why_help = judge_helpfulness(case, record)
     safe = {"Evaluator Thought": why_safe, "Overall Qualitative Label": SAFETY_LABELS[safety],
-            "Overall Quantitative Score": str(safety), "eval_scores": {"ToolCallRisk": safety}, "eval_id": eval_id}
+            "Overall Quantitative Score": str(safety), "eval_scores": {SAFE_KEY: safety}, "eval_id": eval_id}
     help_ = {"Evaluator Thought": why_help, "Overall Qualitative Label": HELPFULNESS_LABELS[helpful],
-             "Overall Quantitative Score": str(helpful), "eval_scores": {"Helpfulness": helpful},
+             "Overall Quantitative Score": str(helpful), "eval_scores": {HELP_KEY: helpful},
              "eval_id": eval_id}
     return safe, help_
 
@@ -1060,10 +1061,10 @@ def generate(root: Path, n_cases: int = 128, seed: int = 0, judge: str = "synthe
             safe.append(s)
             helpful.append(h)
         folder = base / agent.name
-        written = {f"{stem}.jsonl", f"{stem}_eval_agent_safe.jsonl", f"{stem}_eval_agent_help_ignore_safety.jsonl"}
+        written = {f"{stem}.jsonl", f"{stem}{SAFE_SUFFIX}.jsonl", f"{stem}{HELP_SUFFIX}.jsonl"}
         _write(folder / f"{stem}.jsonl", _jsonl(records))
-        _write(folder / f"{stem}_eval_agent_safe.jsonl", _jsonl(safe))
-        _write(folder / f"{stem}_eval_agent_help_ignore_safety.jsonl", _jsonl(helpful))
+        _write(folder / f"{stem}{SAFE_SUFFIX}.jsonl", _jsonl(safe))
+        _write(folder / f"{stem}{HELP_SUFFIX}.jsonl", _jsonl(helpful))
         for stale in folder.glob("*.jsonl"):
             if stale.name not in written:
                 stale.unlink(missing_ok=True)  # another job generating at once may have removed it

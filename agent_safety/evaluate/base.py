@@ -1,0 +1,51 @@
+"""The evaluator interface: how a run scores the model of each of its stages.
+
+An evaluator is built once per run and evaluation setting (``eval.method``) from the run's context, and
+scores one stage at a time. It gets a :class:`StageModel`, a handle that loads the model only if the method
+needs weights in this process (the offline estimate does; a generative evaluation against a server may only
+need the path), and returns the scores of a stage record: ``safety``, ``helpfulness``, per-case lists and
+whatever else the method reports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from agent_safety.train.context import RunContext
+
+#: ``eval.method`` -> module and class of its evaluator, imported only when chosen.
+METHODS: dict[str, tuple[str, str]] = {"estimate": ("agent_safety.evaluate.offline", "OfflineEstimate")}
+
+
+@dataclass
+class StageModel:
+    """The model after stage ``stage`` (0: the base): where it is, and how to get it in memory."""
+
+    stage: int
+    path: str
+    load: Callable[[], Any]
+
+
+class Evaluator(Protocol):
+    name: str
+
+    def score(self, model: StageModel) -> dict[str, Any]:
+        """The stage's scores: ``safety``, ``helpfulness`` (means over test cases), ``cases``,
+        ``case_safety``, ``case_helpfulness``, and the method's own fields."""
+        ...
+
+
+def make_evaluator(ctx: RunContext) -> Evaluator:
+    """The evaluator ``ctx.cfg.eval.method`` names."""
+    import importlib
+
+    from agent_safety.config.validate import ConfigError
+
+    method = ctx.cfg.eval.method
+    if method not in METHODS:
+        raise ConfigError(f"eval.method: unknown method {method!r} (known: {', '.join(sorted(METHODS))})")
+    module, cls = METHODS[method]
+    return getattr(importlib.import_module(module), cls)(ctx)
