@@ -39,6 +39,9 @@ def test_redact_names_and_values(monkeypatch) -> None:
     assert out["logger"]["api_key"] == REDACTED
     assert "wandb-secret" not in json.dumps(out) and "hf_abcdefgh" not in json.dumps(out)
     assert out["token_count"] == 3 and out["hf_token"] is None
+    kept = {"eval": {"per_token": True, "max_tokens": 9}, "api_key_env": "OPENAI_API_KEY", "token": "abc"}
+    assert redact(kept) == {"eval": {"per_token": True, "max_tokens": 9}, "api_key_env": "OPENAI_API_KEY",
+                            "token": REDACTED}
 
 
 def test_secret_from_env_never_reaches_config_snapshot(tmp_path: Path, monkeypatch) -> None:

@@ -28,7 +28,9 @@ import yaml
 from agent_safety.records.io import atomic_write, read_json
 
 SECRET_ENV = ("WANDB_API_KEY", "OPENAI_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "ANTHROPIC_API_KEY")
-_SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password)$", re.I)
+#: Config keys that hold secrets (``api_key``, ``hf_token``, ``client_secret``), not ones that merely end in
+#: a word like them (``eval.per_token``, ``max_tokens``).
+_SECRET_KEY = re.compile(r"(^|_)(api[_-]?key|secret|password)$|^((hf|api|access|auth|bearer|refresh)_)?token$", re.I)
 REDACTED = "***"
 #: Training facts of a stage, kept in ``stages.jsonl`` and copied into each of its stage records.
 TRAINING_FIELDS = ("pairs_used", "pairs_dropped", "train_loss", "trained_by")
