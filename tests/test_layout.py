@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 from conftest import compose, stage_records
-from test_aggregate import make_runs, stage_records as fake_records, write_run
+from test_aggregate import make_runs
+from test_aggregate import stage_records as fake_records
 
 from agent_safety.aggregate import report as aggregate
 from agent_safety.config.schema import to_container
