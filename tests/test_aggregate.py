@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from agent_safety.aggregate import cli as aggregate_cli
 from agent_safety.aggregate import report as aggregate
 from agent_safety.records.identity import default_eval_id
 from agent_safety.records.rundir import RunDir
@@ -77,7 +78,7 @@ def make_runs(root: Path) -> None:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="agent-safety")
-    aggregate.register(p.add_subparsers(required=True))
+    aggregate_cli.register(p.add_subparsers(required=True))
     return p
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from agent_safety.aggregate import cli as aggregate_cli
 from agent_safety.aggregate import report as aggregate
 from agent_safety.data.split import split_cases
 from agent_safety.records import published
@@ -22,7 +23,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="agent-safety")
     sub = p.add_subparsers(required=True)
     published.register(sub)
-    aggregate.register(sub)
+    aggregate_cli.register(sub)
     return p
 
 

@@ -14,7 +14,7 @@ from types import MappingProxyType
 import numpy as np
 import pandas as pd
 
-from agent_safety.records.collect import Skip
+from agent_safety.records.schema import Skip
 
 EPS = 1e-9
 #: name -> (metric, sequential config, other-only config, own-only config).

@@ -8,7 +8,6 @@ scores), ``points.csv`` (per-configuration means, std over seeds, deltas, Pareto
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -22,10 +21,9 @@ import numpy as np
 import pandas as pd
 
 from agent_safety.aggregate import frontier, persistence
+from agent_safety.aggregate.cli import DEFAULT_BOOTSTRAP
 from agent_safety.records.collect import Collection, Skip, collect, read_wandb
 from agent_safety.records.identity import default_eval_id
-
-DEFAULT_BOOTSTRAP = 1000
 
 
 @dataclass
@@ -352,36 +350,8 @@ def _subset(c: Collection, keep: np.ndarray) -> Collection:
                       c.n_run_dirs)
 
 
-def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the ``aggregate`` subcommand."""
-    p = subparsers.add_parser(
-        "aggregate", help="fit the safety–helpfulness frontier over run records",
-        description="Collect run records under the run roots (and optionally W&B), fit the linear "
-                    "safety–helpfulness frontier with a bootstrap CI, compute persistence, and write the "
-                    "tables, frontier.json, a Markdown summary, LaTeX tables and figures into --out.")
-    p.add_argument("roots", nargs="*", type=Path, help="run roots, searched at any depth for status.json")
-    p.add_argument("--out", type=Path, default=Path("aggregate"), help="output folder (default: ./aggregate)")
-    p.add_argument("--wandb", metavar="ENTITY/PROJECT", default=None, help="also read runs from W&B")
-    p.add_argument("--group", default=None, help="only runs of this group (W&B group / run-dir group)")
-    p.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP,
-                   help=f"case resamples for the R² CI (default {DEFAULT_BOOTSTRAP}; 0 turns it off)")
-    p.add_argument("--bootstrap-seed", type=int, default=0)
-    p.add_argument("--ci", type=float, default=0.95, help="confidence level of the R² interval")
-    p.add_argument("--eval", dest="evaluation", metavar="ID|NAME", default=None,
-                   help="the evaluation setting to fit (default: the only one, else the default setting's)")
-    p.add_argument("--no-figures", action="store_true", help="skip the figures (faster)")
-    p.add_argument("--wandb-log", action="store_true", help="log the tables and figures to a W&B summary run")
-    p.set_defaults(func=main)
-    return p
-
-
-def main(args: argparse.Namespace) -> int:
-    if not args.roots and not args.wandb:
-        raise SystemExit("aggregate: give at least one run root or --wandb ENTITY/PROJECT")
-    result = run_aggregate(args.roots, args.out, wandb_path=args.wandb, group=args.group,
-                           api=getattr(args, "wandb_api", None), n_boot=args.bootstrap,
-                           boot_seed=args.bootstrap_seed, level=args.ci, figures=not args.no_figures,
-                           wandb_log=args.wandb_log, evaluation=args.evaluation)
+def print_summary(result: Result, out: Path) -> None:
+    """The command's report on the terminal: counts, the setting, the fit, persistence, what was skipped."""
     c, f = result.collection, result.fit
     lo, hi = result.bootstrap["r2_ci"]
     print(f"{len(c.table)} records from {c.table['run_id'].nunique()} runs; {c.not_completed} runs not "
@@ -392,8 +362,6 @@ def main(args: argparse.Namespace) -> int:
     for beta, v in result.persistence.items():
         print(f"persistence beta={beta}: Persist(S) = {_fmt(v['S'])}, Persist(H) = {_fmt(v['H'])}")
     if result.skipped:
-        print(f"{len(result.skipped)} skipped (see {args.out / 'skipped.json'}):", file=sys.stderr)
+        print(f"{len(result.skipped)} skipped (see {out / 'skipped.json'}):", file=sys.stderr)
         for s in result.skipped[:5]:
             print(f"  {s.source}: {s.reason}", file=sys.stderr)
-    print(f"wrote {args.out}")
-    return 0

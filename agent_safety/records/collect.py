@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from agent_safety.records.schema import StageRecord
+from agent_safety.records.schema import IMPORT_SKIPPED_FILE, Skip, StageRecord
 
 #: Columns of the tidy table, in order.
 COLUMNS: tuple[str, ...] = (
@@ -28,23 +28,10 @@ COLUMNS: tuple[str, ...] = (
     "pref_acc_helpfulness", "n_cases", "n_test_cases", "pairs_used", "pairs_dropped", "case_set", "eval_id",
     "eval_name",
 )
-#: Upstream file written by ``import-published`` next to the run records it made.
-IMPORT_SKIPPED_FILE = "import_skipped.json"
 #: Stands for the eval id of a run dir written before evaluation settings had folders.
 LEGACY_EVAL = ""
 #: Below this many run dirs, a second process costs more than it saves.
 PARALLEL_MIN_DIRS = 2000
-
-
-@dataclass(frozen=True)
-class Skip:
-    """One record or run that was left out, and why."""
-
-    source: str
-    reason: str
-
-    def to_dict(self) -> dict[str, str]:
-        return {"source": self.source, "reason": self.reason}
 
 
 @dataclass

@@ -15,7 +15,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent_safety.records.collect import find_run_dirs
 from agent_safety.records.io import atomic_write
 from agent_safety.records.rundir import RunDir
 
@@ -58,6 +57,8 @@ def _rewrite_run_id(rd: RunDir, new_id: str) -> None:
 
 
 def migrate(runs: Path, dry_run: bool = False) -> Migration:
+    from agent_safety.records.collect import find_run_dirs
+
     out = Migration()
     for root in find_run_dirs([runs]):
         rd = RunDir(root)

@@ -17,6 +17,8 @@ from typing import Any
 OBJECTIVE_LETTERS: Mapping[str, str] = MappingProxyType({"safety": "S", "helpfulness": "H", "both": "S&H"})
 #: Scores live on ToolEmu's 0-3 scales.
 SCORE_RANGE: tuple[float, float] = (0.0, 3.0)
+#: Written by ``import-published`` next to the run records it made: what it left out.
+IMPORT_SKIPPED_FILE = "import_skipped.json"
 #: Keys a record cannot do without.
 REQUIRED_KEYS: tuple[str, ...] = (
     "run_id", "model", "judge", "stage", "objectives", "beta", "seed", "safety", "helpfulness",
@@ -52,6 +54,17 @@ _STUDY_LABELS: Mapping[tuple[str, ...], str] = MappingProxyType({
     objs: _label(objs, "→") for objs in ((), ("safety",), ("helpfulness",), ("both",), ("safety", "helpfulness"),
                                          ("helpfulness", "safety"))
 })
+
+
+@dataclass(frozen=True)
+class Skip:
+    """One record or run that was left out, and why."""
+
+    source: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"source": self.source, "reason": self.reason}
 
 
 @dataclass
