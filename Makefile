@@ -32,6 +32,7 @@ test-cluster: install
 bench: install
 	$(PY) bench/bench_dpo.py
 	$(PY) bench/bench_aggregate.py
+	$(PY) bench/bench_plan.py
 
 lint: install
 	$(VENV)/bin/ruff check agent_safety tests bench launch.py

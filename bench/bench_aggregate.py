@@ -42,6 +42,10 @@ def cli(*args: str) -> None:
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ | {"PYTHONPATH": str(ROOT)})
 
 
+#: The evaluation setting the synthetic records were scored with.
+EVAL_ID = "e3637420"
+
+
 def write_synthetic_runs(root: Path, n_runs: int | None = None, n_lines: int | None = None) -> tuple[int, int]:
     """Run dirs as local runs write them: schedules cycling S, H, SH, S_H, H_S over 4 models, 3 seeds and
     2 betas, each line scored on its seed's test split of 144 cases (72 per-case scores per metric).
@@ -69,10 +73,14 @@ def write_synthetic_runs(root: Path, n_runs: int | None = None, n_lines: int | N
                 "label_judges": ["synthetic"] * stage, "beta": beta, "seed": seed, "safety": cs.mean(),
                 "helpfulness": ch.mean(), "pref_acc_safety": 0.6, "pref_acc_helpfulness": 0.55,
                 "n_test_cases": len(cases), "pairs_used": 100, "pairs_dropped": 1, "cases": cases,
-                "case_safety": cs.tolist(), "case_helpfulness": ch.tolist()}, sort_keys=True))
+                "case_safety": cs.tolist(), "case_helpfulness": ch.tolist(), "eval_id": EVAL_ID,
+                "eval_name": "estimate"}, sort_keys=True))
         lines += len(recs)
         i += 1
-        (d / "metrics.jsonl").write_text("\n".join(recs) + "\n")
+        ev = d / "eval" / EVAL_ID
+        ev.mkdir(parents=True)
+        (ev / "metrics.jsonl").write_text("\n".join(recs) + "\n")
+        (ev / "status.json").write_text(json.dumps({"status": "completed", "eval_id": EVAL_ID}))
         (d / "status.json").write_text(json.dumps({"run_id": run_id, "status": "completed", "error": None}))
     return i, lines
 
