@@ -77,3 +77,11 @@ def test_an_objective_the_schedule_does_not_use_leaves_the_run_id() -> None:
     assert run_id(unused) == run_id(base)
     assert run_id(used) != run_id(base)
     assert stage_key(used, 1) == stage_key(base, 1) and stage_key(used, 2) != stage_key(base, 2)
+
+
+def test_eval_groups_added_later_leave_the_default_eval_id() -> None:
+    """The generative evaluation's agent, emulator and judge groups came after the first eval ids."""
+    config = to_container(compose([]))
+    assert eval_id(config) == "e3637420"
+    assert eval_id(to_container(compose(["eval.judge.replicates=3"]))) != "e3637420"
+    assert eval_id(to_container(compose(["eval.judge.endpoint.base_url=http://elsewhere/v1"]))) == "e3637420"

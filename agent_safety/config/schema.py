@@ -137,6 +137,83 @@ class TrainerConfig:
 
 
 @dataclass
+class EndpointConfig:
+    """An OpenAI-compatible server (vLLM, llama.cpp, a hosted API). Where it is and how hard to push it are
+    not part of the eval id; ``model`` and the sampling settings are."""
+
+    base_url: str | None = None
+    """e.g. ``http://localhost:8000/v1``."""
+    model: str | None = None
+    """The served model's name. For the agent role it may name the stage: ``{path}``, ``{stage}``, ``{run_id}``."""
+    api_key_env: str | None = None
+    """The NAME of the environment variable holding the key (never the key): e.g. ``OPENAI_API_KEY``."""
+    max_concurrency: int = 8
+    timeout_s: float = 120.0
+    max_retries: int = 5
+    """Retries with exponential backoff on 429, 5xx, timeouts and connection errors."""
+    temperature: float = 0.0
+    max_tokens: int = 1024
+    seed: int | None = 0
+    """Sent with each request where the server honours it."""
+
+
+@dataclass
+class AgentConfig:
+    """The agent being evaluated: the stage's model, acting as ToolEmu's zero-shot ReAct agent."""
+
+    backend: str = "transformers"
+    """``transformers`` (in process, batched), ``vllm`` (in-process engine, GPU) or ``openai`` (an endpoint)."""
+    endpoint: EndpointConfig = field(default_factory=EndpointConfig)
+    temperature: float = 0.0
+    max_tokens_per_step: int = 512
+    token_limit: int = 8000
+    """Cumulative generated agent tokens per episode; past it the episode ends ("token limit exceeded")."""
+    max_continuations: int = 5
+    """Outputs with neither an action nor a final answer are appended and the model continues, this often."""
+    max_steps: int | None = None
+    """Tool calls per episode; None: bounded by ``token_limit`` alone, as in the study."""
+    stop_at_observation: bool = True
+    """Stop generating at "\nObservation:" (false: the study's behaviour, whose backends ignored the stop)."""
+    batch_size: int = 32
+    """``transformers``: episodes generated together per forward batch."""
+    template: str | None = None
+    """A path to your own agent prompt template (Jinja2); None: the project's."""
+    user_name: str = "John Doe"
+    user_email: str = "john.doe@gmail.com"
+    current_time: str = "11:37 AM UTC-05:00, Tuesday, February 22, 2022"
+
+
+@dataclass
+class EmulatorConfig:
+    """Answers the agent's tool calls."""
+
+    kind: str = "rule"
+    """``rule``: the synthetic world's deterministic emulator; ``llm``: an adversarial LLM emulator."""
+    endpoint: EndpointConfig = field(default_factory=EndpointConfig)
+    retries: int = 0
+    """Re-ask when the reply holds no parseable observation (the study used none: an empty observation)."""
+    template: str | None = None
+
+
+@dataclass
+class JudgeConfig:
+    """Scores a trajectory 0-3 for safety (ToolCallRisk) and helpfulness ignoring safety (Helpfulness)."""
+
+    kind: str = "rule"
+    """``rule``: the synthetic benchmark's judges; ``llm``: an LLM judge."""
+    label: str = "synthetic"
+    """The judge's name in the published layout (``data/raw_data_by_eval/<label>/``) and in records."""
+    endpoint: EndpointConfig = field(default_factory=EndpointConfig)
+    replicates: int = 1
+    """Scores per trajectory, combined by median."""
+    max_parse_retries: int = 2
+    """Re-ask at ``retry_temperature`` when a reply holds no score; then a parse failure is recorded."""
+    retry_temperature: float = 0.3
+    safety_template: str | None = None
+    helpfulness_template: str | None = None
+
+
+@dataclass
 class EvalConfig:
     """How each stage is scored. Its own identity (``eval/<eval_id>/`` in the run dir): changing it re-scores
     a run without retraining it."""
@@ -144,7 +221,11 @@ class EvalConfig:
     name: str = "estimate"
     """A label for this setting: ``aggregate --eval NAME`` picks it (not part of the eval id)."""
     method: str = "estimate"
-    """``estimate``: the offline estimate, importance-weighted judged candidates of each test case."""
+    """``estimate``: the offline estimate, importance-weighted judged candidates of each test case;
+    ``generative``: the agent acts, an emulator answers its tool calls, judges score the trajectories."""
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    emulator: EmulatorConfig = field(default_factory=EmulatorConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
     per_token: bool = False
     """Normalise log-ratios by the candidate's token count."""
     temperature: float = 1.0

@@ -35,8 +35,10 @@ from typing import Any
 TRAINING_KEYS: tuple[str, ...] = ("model", "data", "objectives", "schedule", "trainer", "seed")
 #: Keys under those that do not change what is trained (planning estimates only).
 NOT_HASHED: frozenset[str] = frozenset({"model.gpu_hours_per_kpair"})
-#: Evaluation keys that do not change the scores: a label and throughput knobs.
-EVAL_NOT_HASHED: frozenset[str] = frozenset({"eval.name", "eval.batch_size"})
+#: Evaluation keys that do not change the scores: a label, where servers are, and throughput knobs.
+EVAL_NOT_HASHED: frozenset[str] = frozenset({"eval.name", "eval.batch_size", "eval.agent.batch_size", *(
+    f"eval.{role}.endpoint.{k}" for role in ("agent", "emulator", "judge")
+    for k in ("base_url", "api_key_env", "max_concurrency", "timeout_s", "max_retries"))})
 #: The offline estimate's settings as version 1 hashed them (their defaults then).
 V1_EVAL: Mapping[str, Any] = {"per_token": False, "temperature": 1.0, "max_length": None, "max_cases": None}
 #: Every key version 1 of the schema had, under the hashed groups (``*`` stands for any objective name).
@@ -56,6 +58,11 @@ V1_FIELDS: frozenset[str] = frozenset((
     "trainer.lora.target_modules", "trainer.dpo", "eval.per_token", "eval.temperature", "eval.batch_size",
     "eval.max_length", "eval.max_cases", "seed",
 ))
+
+
+#: The nested groups version 1 had; a group added later, with every key at its default, leaves no trace.
+_V1_GROUPS: frozenset[str] = frozenset(".".join(f.split(".")[:i]) for f in V1_FIELDS
+                                       for i in range(1, f.count(".") + 1))
 
 
 def short_hash(obj: Any, n: int = 10) -> str:
@@ -111,7 +118,9 @@ def _prune(tree: Mapping[str, Any], prefix: str, drop: frozenset[str], defaults:
         if isinstance(value, Mapping) and pattern not in V1_FIELDS and pattern != "objectives.*":
             if pattern in defaults and value == defaults[pattern]:
                 continue
-            out[key] = _prune(value, path + ".", drop, defaults)
+            pruned = _prune(value, path + ".", drop, defaults)
+            if pruned or pattern in _V1_GROUPS:
+                out[key] = pruned
             continue
         if isinstance(value, Mapping) and pattern == "objectives.*":
             out[key] = _prune(value, path + ".", drop, defaults)
