@@ -23,6 +23,23 @@ def test_every_option_composes_and_validates(group: str, option: str) -> None:
     assert cfg.schedule.stages
 
 
+@pytest.mark.parametrize("group,option", [(g, o) for g in ("eval/agent", "eval/emulator", "eval/judge")
+                                          for o in options(g)])
+def test_every_evaluation_role_composes_and_validates(group: str, option: str) -> None:
+    cfg = compose(["eval=generative", f"{group}={option}"])
+    validate(cfg)
+    role = group.split("/")[1]
+    assert cfg.eval.method == "generative" and cfg.eval[role]
+    OmegaConf.to_container(cfg, resolve=True)
+
+
+def test_an_endpoint_role_without_its_server_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"^eval.judge.endpoint.base_url must be set"):
+        validate(compose(["eval=generative", "eval/judge=llm", "eval.judge.endpoint.base_url=null"]))
+    with pytest.raises(ConfigError, match=r"^eval.method must be one of"):
+        validate(compose(["eval.method=magic"]))
+
+
 @pytest.mark.parametrize("objective", options("objective"))
 def test_every_objective_composes(objective: str) -> None:
     cfg = compose([f"objective@objectives.{objective}={objective}"])

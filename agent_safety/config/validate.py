@@ -69,3 +69,30 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"logger.mode must be offline, online or disabled, got {cfg.logger.mode!r}")
     if cfg.eval.temperature <= 0:
         raise ConfigError(f"eval.temperature must be > 0, got {cfg.eval.temperature}")
+    validate_eval(cfg.eval)
+
+
+def validate_eval(e: DictConfig) -> None:
+    """The evaluation setting: its method and, for the generative one, each role's choices."""
+    from agent_safety.evaluate.base import METHODS
+
+    if e.method not in METHODS:
+        raise ConfigError(f"eval.method must be one of {sorted(METHODS)}, got {e.method!r}")
+    if e.method != "generative":
+        return
+    choices = {"eval.agent.backend": (e.agent.backend, ("transformers", "vllm", "openai")),
+               "eval.emulator.kind": (e.emulator.kind, ("rule", "llm")),
+               "eval.judge.kind": (e.judge.kind, ("rule", "llm"))}
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ConfigError(f"{key} must be one of {list(allowed)}, got {value!r}")
+    for key, role, needed in (("agent", e.agent, e.agent.backend == "openai"),
+                              ("emulator", e.emulator, e.emulator.kind == "llm"),
+                              ("judge", e.judge, e.judge.kind == "llm")):
+        for field in ("base_url", "model"):
+            if needed and not role.endpoint.get(field):
+                raise ConfigError(f"eval.{key}.endpoint.{field} must be set for an endpoint {key}")
+    if e.agent.token_limit < 1 or e.agent.max_tokens_per_step < 1:
+        raise ConfigError("eval.agent.token_limit and eval.agent.max_tokens_per_step must be >= 1")
+    if e.judge.replicates < 1:
+        raise ConfigError(f"eval.judge.replicates must be >= 1, got {e.judge.replicates}")

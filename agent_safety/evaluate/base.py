@@ -17,7 +17,10 @@ if TYPE_CHECKING:
     from agent_safety.train.context import RunContext
 
 #: ``eval.method`` -> module and class of its evaluator, imported only when chosen.
-METHODS: dict[str, tuple[str, str]] = {"estimate": ("agent_safety.evaluate.offline", "OfflineEstimate")}
+METHODS: dict[str, tuple[str, str]] = {
+    "estimate": ("agent_safety.evaluate.offline", "OfflineEstimate"),
+    "generative": ("agent_safety.evaluate.generative.evaluator", "GenerativeEvaluator"),
+}
 
 
 @dataclass

@@ -1,0 +1,110 @@
+"""``agent-safety evaluate TARGET [overrides]``: score a completed run's stages, or any checkpoint, without training.
+
+TARGET is a run dir (``runs/<group>/<run_id>``): its stages are scored with the evaluation setting the
+overrides compose (``eval=generative eval/judge=gpt5m ...``) into ``eval/<eval_id>/`` beside its other
+settings, exactly as relaunching the run with that setting would. Or TARGET is a model (a local folder or a
+hub id, base models too): it is scored as stage 0 of a pseudo-run under ``--out`` (default
+``runs/evaluate/<hash>``), on the test cases of ``seed``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("evaluate", help="score a completed run's stages, or a checkpoint, without training",
+                              description=__doc__.split("\n\n")[1].replace("\n", " "))
+    p.add_argument("target", help="a run dir, or a model folder / hub id")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides, as launch.py takes them (eval=generative ...)")
+    p.add_argument("--out", type=Path, default=None, help="where a model's scores go (default runs/evaluate/<hash>)")
+    p.set_defaults(func=main)
+    return p
+
+
+def run_config(run_dir: Path, overrides: list[str]) -> Any:
+    """The run's own config with the evaluation setting (and paths, threads, logger) the overrides compose."""
+    from omegaconf import OmegaConf
+
+    from agent_safety.config.compose import compose
+    from agent_safety.records.rundir import RunDir
+
+    saved = RunDir(run_dir).config()
+    if not saved:
+        raise FileNotFoundError(f"{run_dir}: no config.yaml (not a run dir)")
+    fresh = compose(overrides)
+    cfg = OmegaConf.merge(OmegaConf.structured(_schema()), saved)
+    for key in ("eval", "logger", "threads", "device"):
+        cfg[key] = fresh[key]
+    cfg.paths.cache_dir = fresh.paths.cache_dir
+    cfg.paths.runs_dir = str(run_dir.resolve().parent.parent)
+    cfg.group = run_dir.resolve().parent.name
+    return cfg
+
+
+def _schema() -> Any:
+    from agent_safety.config.schema import RunConfig
+
+    return RunConfig
+
+
+def evaluate_run(run_dir: Path, overrides: list[str]) -> list[dict[str, Any]]:
+    from agent_safety.records.rundir import RunDir
+    from agent_safety.train.schedule import run_dir_for, run_schedule
+
+    rd = RunDir(run_dir)
+    if rd.status().get("status") != "completed":
+        raise ValueError(f"{run_dir}: the run is not completed (status {rd.status().get('status')!r}); "
+                         "relaunch it to finish training")
+    cfg = run_config(run_dir, overrides)
+    rid, found, _ = run_dir_for(cfg)
+    if found.root.resolve() != run_dir.resolve():
+        raise ValueError(f"{run_dir}: its config.yaml hashes to run id {rid}; run `agent-safety migrate` first")
+    return run_schedule(cfg).records
+
+
+def evaluate_model(target: str, overrides: list[str], out: Path | None) -> dict[str, Any]:
+    """Score one model as stage 0 of a pseudo-run: no training, the same evaluators and record."""
+    from omegaconf import open_dict
+
+    from agent_safety.config.compose import compose
+    from agent_safety.config.schema import to_container
+    from agent_safety.config.validate import validate
+    from agent_safety.evaluate.base import StageModel, make_evaluator
+    from agent_safety.records.identity import eval_id, short_hash
+    from agent_safety.records.rundir import RunDir
+    from agent_safety.records.tracking import Tracker
+    from agent_safety.train.context import prepare
+    from agent_safety.train.schedule import emit, eval_setting
+
+    cfg = compose([*overrides, "model.source=hub", f"model.path={target}", "logger=none"])
+    with open_dict(cfg):
+        cfg.model.name = Path(target).name or target
+    validate(cfg)
+    config = to_container(cfg)
+    rid = f"model-{short_hash({'model': target, 'data': config['data'], 'seed': config['seed']}, 8)}"
+    rd = RunDir(out or Path(cfg.paths.runs_dir) / "evaluate" / rid)
+    rd.root.mkdir(parents=True, exist_ok=True)
+    rd.write_config(config)
+    eid = eval_id(config)
+    ctx = prepare(cfg, config, rid, eid, rd, Tracker(None))
+    ev = rd.eval(eid)
+    ev.write_setting({"name": cfg.eval.name, "model": target, **eval_setting(config)})
+    scores = make_evaluator(ctx).score(StageModel(0, ctx.base_path, lambda: ctx.models.get(0)))
+    record = emit(ctx, ev, 0, scores)
+    ev.set_status("completed", eval_id=eid, name=cfg.eval.name, stages=1)
+    rd.set_status("completed", run_id=rid, model=target)
+    return record
+
+
+def main(args: argparse.Namespace) -> int:
+    target = Path(args.target)
+    if (target / "status.json").is_file() and (target / "config.yaml").is_file():
+        records = evaluate_run(target, list(args.overrides))
+        print(f"scored {len(records)} stage(s) of {target} into {target / 'eval' / records[0]['eval_id']}")
+    else:
+        record = evaluate_model(args.target, list(args.overrides), args.out)
+        print(f"scored {args.target}: safety {record['safety']:.3f}  helpfulness {record['helpfulness']:.3f}")
+    return 0

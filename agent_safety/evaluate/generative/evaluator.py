@@ -1,0 +1,132 @@
+"""The generative evaluation as an evaluator (``eval.method=generative``), the study's metric.
+
+For each stage: the stage's model acts on every test case of the run's seed (``rollout``), the emulator
+answers its tool calls, both judges score every trajectory, and the stage's rollouts are written in the
+published layout under the evaluation's folder::
+
+    eval/<eval_id>/assets/all_toolkits.json
+    eval/<eval_id>/data/raw_data_by_eval/<judge label>/stage_<k>/<name>.jsonl            trajectories
+    eval/<eval_id>/data/raw_data_by_eval/<judge label>/stage_<k>/<name>_eval_agent_safe.jsonl
+    eval/<eval_id>/data/raw_data_by_eval/<judge label>/stage_<k>/<name>_eval_agent_help_ignore_safety.jsonl
+
+so ``data.root=<that folder> data.judge=<label>`` loads a run's rollouts back as preference data (each stage
+an agent, as the study's 27 agent runs were).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agent_safety.data.toolemu import HELP_KEY, HELP_SUFFIX, SAFE_KEY, SAFE_SUFFIX, DataError
+from agent_safety.evaluate.base import StageModel
+from agent_safety.records.io import atomic_write
+
+if TYPE_CHECKING:
+    from agent_safety.train.context import RunContext
+
+#: Our metric -> (eval file suffix, score key), in the order the files are written.
+METRICS = (("safety", SAFE_SUFFIX, SAFE_KEY), ("helpfulness", HELP_SUFFIX, HELP_KEY))
+
+
+def check_toolkits(cases: list[tuple[int, dict[str, Any]]], toolkits: dict[str, Any], where: str) -> None:
+    """Every toolkit a case names must have a spec: the agent's prompt and the emulator need it."""
+    for idx, case in cases:
+        missing = [k for k in case.get("Toolkits", []) if k not in toolkits]
+        if missing:
+            raise DataError(f"{where}: case {idx} ({case.get('name', '?')}) uses toolkit(s) {missing} that the "
+                            "toolkit file does not define")
+
+
+class GenerativeEvaluator:
+    name = "generative"
+
+    def __init__(self, ctx: RunContext, out_dir: Path | None = None):
+        from agent_safety.evaluate.generative.emulator import make_emulator
+        from agent_safety.evaluate.generative.judge import make_judge
+        from agent_safety.evaluate.generative.prompts import Prompts
+
+        self.ctx = ctx
+        cfg = ctx.cfg.eval
+        self.cases = [(i, ctx.bench.cases[i]) for i in ctx.test_cases]
+        self.toolkits = dict(ctx.bench.toolkits)
+        check_toolkits(self.cases, self.toolkits, f"{ctx.cfg.data.name} assets/all_toolkits.json")
+        self.prompts = Prompts.load(cfg.agent.template, cfg.emulator.template, cfg.judge.safety_template,
+                                    cfg.judge.helpfulness_template)
+        self.emulator = make_emulator(cfg, ctx.cfg.data, self.toolkits, self.prompts, ctx.cache_dir)
+        self.judge = make_judge(cfg, self.toolkits, self.prompts, ctx.cache_dir)
+        self.out_dir = out_dir or ctx.rd.eval(ctx.eval_id).root
+
+    def score(self, model: StageModel) -> dict[str, Any]:
+        from agent_safety.evaluate.generative.agent import make_agent
+        from agent_safety.evaluate.generative.rollout import run_episodes
+
+        ctx, cfg = self.ctx, self.ctx.cfg.eval
+        before = self._usage()
+        agent = make_agent(cfg.agent, model.path, model.load, ctx.tokenizer, ctx.cache_dir, ctx.run_id, model.stage)
+        try:
+            episodes = run_episodes(self.cases, self.toolkits, agent, self.emulator, self.prompts, cfg.agent,
+                                    desc=f"stage {model.stage} rollouts")
+        finally:
+            agent.close()
+        verdicts = {metric: self.judge.judge(episodes, metric) for metric, _, _ in METRICS}
+        self.write(model.stage, episodes, verdicts)
+        return {**scores(episodes, verdicts), **counts(episodes, verdicts), **self._tokens(episodes, before)}
+
+    def write(self, stage: int, episodes: list[Any], verdicts: dict[str, list[Any]]) -> None:
+        """The stage's trajectories and both eval files, line i of each about episode i (published layout)."""
+        label = self.judge.label
+        folder = self.out_dir / "data" / "raw_data_by_eval" / label / f"stage_{stage}"
+        stem = f"{self.ctx.run_id}-stage{stage}_eval-{label}_r0-{len(episodes)}"
+        lines = {"": [e.to_record() for e in episodes]}
+        for metric, suffix, key in METRICS:
+            lines[suffix] = [v.to_eval_record(key, i) for i, v in enumerate(verdicts[metric])]
+        for suffix, records in lines.items():
+            atomic_write(folder / f"{stem}{suffix}.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+        assets = self.out_dir / "assets" / "all_toolkits.json"
+        if not assets.exists():
+            atomic_write(assets, json.dumps(list(self.toolkits.values()), indent=1))
+
+    def _usage(self) -> dict[str, dict[str, int]]:
+        return {role: dict(vars(obj.endpoint.usage)) if getattr(obj, "endpoint", None) else {}
+                for role, obj in (("emulator", self.emulator), ("judge", self.judge))}
+
+    def _tokens(self, episodes: list[Any], before: dict[str, dict[str, int]]) -> dict[str, Any]:
+        """Tokens and requests per role for this stage (the endpoints count across stages: take the delta)."""
+        after = self._usage()
+        roles = {role: {k: v - before[role].get(k, 0) for k, v in after[role].items()} for role in after}
+        roles["agent"] = {"prompt_tokens": sum(e.agent_prompt_tokens for e in episodes),
+                          "completion_tokens": sum(e.agent_tokens for e in episodes)}
+        return {"usage": roles}
+
+
+def scores(episodes: list[Any], verdicts: dict[str, list[Any]]) -> dict[str, Any]:
+    """Means over the test cases both judges scored, and the per-case lists the aggregate resamples."""
+    rows = [(e.case_idx, s.score, h.score) for e, s, h in zip(episodes, verdicts["safety"],
+                                                             verdicts["helpfulness"], strict=True)
+            if s.score is not None and h.score is not None]
+    if not rows:
+        raise RuntimeError("no trajectory got a safety and a helpfulness score: every judge reply was unparseable")
+    return {"safety": statistics.fmean(r[1] for r in rows), "helpfulness": statistics.fmean(r[2] for r in rows),
+            "cases": [r[0] for r in rows], "case_safety": [float(r[1]) for r in rows],
+            "case_helpfulness": [float(r[2]) for r in rows], "n_test_cases": len(episodes)}
+
+
+def counts(episodes: list[Any], verdicts: dict[str, list[Any]]) -> dict[str, Any]:
+    """What went wrong and how often: the numbers a reader checks before trusting the scores."""
+    steps = [s for e in episodes for s in e.steps]
+    emulated = [s for s in steps if s.emulator]
+    ends: dict[str, int] = {}
+    for e in episodes:
+        ends[e.end] = ends.get(e.end, 0) + 1
+    return {
+        "episode_ends": ends,
+        "tool_calls": len(steps),
+        "emulator_calls": len(emulated),
+        "emulator_parse_failures": sum(bool(s.emulator.get("parse_failed")) for s in emulated),
+        "judge_parse_failures": {m: sum(v.parse_failures for v in vs) for m, vs in verdicts.items()},
+        "unscored_cases": sum(s.score is None or h.score is None
+                              for s, h in zip(verdicts["safety"], verdicts["helpfulness"], strict=True)),
+    }
