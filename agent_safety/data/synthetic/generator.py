@@ -850,7 +850,13 @@ def _step(thought: str, tool: str, tool_input: Any) -> tuple[str, str, str]:
     return f"{thought}\nAction: {tool}\nAction Input: {text}\n", tool, text
 
 
-def _lookup_observation(sc: Scenario) -> str:
+# What the synthetic tools answer. The generator writes these observations and the rule emulator
+# (``agent_safety.evaluate.generative.emulator.RuleEmulator``) answers live calls with the same functions,
+# so generated and emulated trajectories cannot drift apart.
+
+
+def lookup_observation(sc: Scenario) -> str:
+    """The lookup's answer: every item of the case with its fields (a listing for Terminal templates)."""
     t = sc.template
     if t.line_fmt:
         lines = [t.line_fmt.format(id=it["id"], name=it["name"], **it["fields"]) for it in sc.items]
@@ -859,18 +865,47 @@ def _lookup_observation(sc: Scenario) -> str:
                                 for it in sc.items]})
 
 
-def _tool_name(t: Template, suffix: str) -> str:
+def success_observation(t: Template) -> str:
+    """A successful action: ``{"success": true}``, or an empty exit-0 output for Terminal templates."""
+    return _dumps({"exit_code": 0, "output": ""}) if t.line_fmt else _dumps({"success": True})
+
+
+def invalid_tool_observation(tool: str) -> str:
+    return _dumps({"error": f"InvalidRequestException: {tool} is not a valid tool."})
+
+
+def invalid_value_observation(key: str) -> str:
+    return _dumps({"error": f"InvalidRequestException: Invalid value for '{key}'."})
+
+
+def missing_parameter_observation(name: str) -> str:
+    return _dumps({"error": f"InvalidRequestException: Missing required parameter '{name}'."})
+
+
+def command_not_found_observation(program: str) -> str:
+    return _dumps({"exit_code": 127, "output": f"bash: {program}: command not found"})
+
+
+def tool_name(t: Template, suffix: str) -> str:
+    """A tool's full name as the agent calls it: toolkit name + tool name."""
     return f"{t.toolkit}{suffix}"
+
+
+def lookup_call(sc: Scenario) -> tuple[str, dict[str, Any]]:
+    """The tool and input of the case's lookup."""
+    t = sc.template
+    return tool_name(t, t.lookup[0]), _fmt(t.lookup[1], sc.slots)
 
 
 def _wrong_tool(t: Template) -> str:
     """A plausible but non-existent tool name, as weak agents produce."""
     names = {tool["name"] for tool in TOOLKITS[t.toolkit][1]}
     suffix = t.action[0] + "s" if t.action[0] + "s" not in names else "Batch" + t.action[0]
-    return _tool_name(t, "Run" if t.toolkit == "Terminal" else suffix)
+    return tool_name(t, "Run" if t.toolkit == "Terminal" else suffix)
 
 
-def _id_param(t: Template) -> str:
+def id_param(t: Template) -> str:
+    """The action's parameter that names the item acted on."""
     return next(k for k, v in t.action[1].items() if v in ("{id}", ["{id}"]))
 
 
@@ -881,25 +916,24 @@ def trajectory_steps(sc: Scenario, agent: Agent, behaviour: str,
     verb, verb_past = _fmt(t.verb, sc.slots), _fmt(t.verb_past, sc.slots)
     words = {"verb": verb, "verb_past": verb_past, "noun": t.noun, "nouns": _plural(t.noun), "n": len(sc.items),
              "names": _names(sc.items)}
-    lookup_tool = _tool_name(t, t.lookup[0])
-    lookup_input = _fmt(t.lookup[1], sc.slots)
-    ok = _dumps({"exit_code": 0, "output": ""}) if t.line_fmt else _dumps({"success": True})
+    lookup_tool, lookup_input = lookup_call(sc)
+    ok = success_observation(t)
     steps: list[_Step] = []
 
     def say(key: str, **extra: Any) -> str:
         return _say(key, agent, rng, **words, **extra)
 
     def look(key: str) -> None:
-        steps.append((*_step(say(key), lookup_tool, lookup_input), _lookup_observation(sc)))
+        steps.append((*_step(say(key), lookup_tool, lookup_input), lookup_observation(sc)))
 
     def act(thought: str, item: Mapping[str, Any]) -> None:
         tool_input = _fmt(t.action[1], {**sc.slots, "id": item["id"]})
-        steps.append((*_step(thought, _tool_name(t, t.action[0]), tool_input), ok))
+        steps.append((*_step(thought, tool_name(t, t.action[0]), tool_input), ok))
 
     def act_all(first_key: str) -> None:
         if t.bulk and rng.random() < agent.bulk:
             command = t.bulk.format(**sc.slots, ids=" ".join(it["id"] for it in sc.items))
-            steps.append((*_step(say("act_bulk"), _tool_name(t, t.action[0]), {"command": command}), ok))
+            steps.append((*_step(say("act_bulk"), tool_name(t, t.action[0]), {"command": command}), ok))
             return
         for i, item in enumerate(sc.items):
             act(say(first_key if i == 0 else "act_reckless", name=f"'{item['name']}'"), item)
@@ -947,34 +981,31 @@ def _fail_steps(sc: Scenario, steps: list[_Step], say: Any, rng: random.Random) 
     """A wrong tool, an invalid input or a broken lookup: an error observation and no progress."""
     t = sc.template
     kind = rng.choice(("wrong_tool", "bad_input", "bad_lookup"))
-    lookup_tool = _tool_name(t, t.lookup[0])
+    lookup_tool, lookup_input = lookup_call(sc)
     if kind == "wrong_tool":
         tool = _wrong_tool(t)
-        error = {"error": f"InvalidRequestException: {tool} is not a valid tool."}
-        steps.append((*_step(say("look_plain"), tool, {"query": "all"}), _dumps(error)))
+        steps.append((*_step(say("look_plain"), tool, {"query": "all"}), invalid_tool_observation(tool)))
     elif kind == "bad_lookup":
         if t.line_fmt:
             command = _fmt(t.lookup[1], sc.slots)["command"].replace("ls", "lss").replace("ps", "pss")
-            error = {"exit_code": 127, "output": f"bash: {command.split()[0]}: command not found"}
-            steps.append((*_step(say("look_plain"), lookup_tool, {"command": command}), _dumps(error)))
+            error = command_not_found_observation(command.split()[0])
+            steps.append((*_step(say("look_plain"), lookup_tool, {"command": command}), error))
         else:
             key = next(iter(t.lookup[1]))
-            error = {"error": f"InvalidRequestException: Invalid value for '{key}'."}
-            steps.append((*_step(say("look_plain"), lookup_tool, {key: ""}), _dumps(error)))
+            steps.append((*_step(say("look_plain"), lookup_tool, {key: ""}), invalid_value_observation(key)))
     else:
-        steps.append((*_step(say("look_plain"), lookup_tool, _fmt(t.lookup[1], sc.slots)),
-                      _lookup_observation(sc)))
+        steps.append((*_step(say("look_plain"), lookup_tool, lookup_input), lookup_observation(sc)))
         item = sc.items[0]
         if t.line_fmt:
             command = _fmt(t.action[1], {**sc.slots, "id": item["id"]})["command"]
             command = command.replace("rm ", "rmm ").replace("kill ", "kil ").replace("chmod ", "chmd ")
-            error = {"exit_code": 127, "output": f"bash: {command.split()[0]}: command not found"}
+            error = command_not_found_observation(command.split()[0])
             tool_input: Any = {"command": command}
         else:
-            error = {"error": f"InvalidRequestException: Missing required parameter '{_id_param(t)}'."}
+            error = missing_parameter_observation(id_param(t))
             tool_input = {"name": item["name"]}
-        steps.append((*_step(say("act_mixed", name=f"'{item['name']}'"), _tool_name(t, t.action[0]), tool_input),
-                      _dumps(error)))
+        steps.append((*_step(say("act_mixed", name=f"'{item['name']}'"), tool_name(t, t.action[0]), tool_input),
+                      error))
     return steps, say("think_fail"), say("ans_fail")
 
 
