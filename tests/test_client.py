@@ -241,14 +241,22 @@ def test_retries_give_up_after_max_retries(scripted, tmp_path: Path) -> None:
 @pytest.mark.parametrize("status", [400, 404, 422])
 def test_other_4xx_fail_at_once(scripted, tmp_path: Path, status: int) -> None:
     api = scripted(fail=(status,))
-    ep = endpoint(api.url, tmp_path, role="emulator", model="my-model")
+    ep = endpoint(api.url, tmp_path, role="emulator", model="tiny")
     with pytest.raises(EndpointError) as e:
         ep.complete(ask("hello"))
     message = str(e.value)
-    assert message.startswith(f"endpoint {api.url} (emulator) rejected the request for model 'my-model': "
+    assert message.startswith(f"endpoint {api.url} (emulator) rejected the request for model 'tiny': "
                               f"HTTP {status}")
     assert "\n" not in message
     assert api.posts == 1 and cache_files(tmp_path) == []
+
+
+def test_a_model_the_server_does_not_serve_fails_before_any_request(scripted, tmp_path: Path) -> None:
+    api = scripted()
+    ep = endpoint(api.url, tmp_path, role="judge", model="my-model")
+    with pytest.raises(EndpointError, match=r"\(judge\) does not serve model 'my-model'; it serves: tiny$"):
+        ep.complete(ask("hello"))
+    assert api.posts == 0 and cache_files(tmp_path) == []
 
 
 def test_key_is_sent_but_never_written(scripted, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -137,6 +137,7 @@ class Endpoint:
         self.cache_dir = Path(cache_dir)
         self.backoff_s = float(backoff_s)
         self.usage = Usage()
+        self._checked = False
 
     def __repr__(self) -> str:
         return f"Endpoint({self.url!r}, role={self.role!r}, model={self.model!r})"
@@ -151,10 +152,21 @@ class Endpoint:
         """Fail now, with a clear line, rather than after the agent's first batch: the key variable is set,
         the server answers (one try, at most :data:`CHECK_TIMEOUT_S`), and it serves the model if it lists
         its models (servers that do not list them are not checked)."""
-        served = _run(self._served_models(self._api_key()))
+        _run(self._check())
+
+    async def _check(self, strict: bool = True) -> None:
+        """``strict=False`` (before a first send) lets an unreachable server through: the sends retry it with
+        backoff, as a server still starting up needs, and name the endpoint if it stays down."""
+        try:
+            served = await self._served_models(self._api_key())
+        except _Unreachable:
+            if strict:
+                raise
+            return
         if served and self.model not in served:
             shown = ", ".join(served[:20]) + (f" (+{len(served) - 20} more)" if len(served) > 20 else "")
             raise EndpointError(f"{self._name} does not serve model {self.model!r}; it serves: {shown}")
+        self._checked = True
 
     def complete(self, requests: list[ChatRequest], desc: str = "") -> list[ChatResult]:
         """One result per request, in order: cached answers as they are, the rest sent, ``max_concurrency``
@@ -246,6 +258,8 @@ class Endpoint:
                 todo[key] = [i]
         with _progress(len(requests), len(requests) - sum(map(len, todo.values())), desc or self.role) as bar:
             if todo:
+                if not self._checked:  # before the first request this process sends; cached reruns need no server
+                    await self._check(strict=False)
                 await self._send_all(requests, todo, results, bar)
         missing = [i for i, r in enumerate(results) if r is None]
         if missing:  # cannot happen: every index is a hit, a duplicate or sent
@@ -372,9 +386,13 @@ class Endpoint:
             what = f"refused the key from {self.api_key_env}" if e.status_code in (401, 403) else "failed"
             raise EndpointError(f"{self._name} {what} listing models: {self._reason(e)}") from e
         except openai.APIConnectionError as e:
-            raise EndpointError(f"{self._name} unreachable: {self._reason(e)}") from e
+            raise _Unreachable(f"{self._name} unreachable: {self._reason(e)}") from e
         finally:
             await client.close()
+
+
+class _Unreachable(EndpointError):
+    """The server did not answer at all (as opposed to answering no)."""
 
 
 def _stops(stop: list[str] | str | None) -> list[str] | None:

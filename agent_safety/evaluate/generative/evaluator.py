@@ -56,7 +56,7 @@ class GenerativeEvaluator:
         self.prompts = Prompts.load(cfg.agent.template, cfg.emulator.template, cfg.judge.safety_template,
                                     cfg.judge.helpfulness_template)
         self.emulator = make_emulator(cfg, ctx.cfg.data, self.toolkits, self.prompts, ctx.cache_dir)
-        self.judge = make_judge(cfg, self.toolkits, self.prompts, ctx.cache_dir)
+        self.judge = make_judge(cfg, self.toolkits, self.prompts, ctx.cache_dir, data_cfg=ctx.cfg.data)
         self.out_dir = out_dir or ctx.rd.eval(ctx.eval_id).root
 
     def score(self, model: StageModel) -> dict[str, Any]:
