@@ -34,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code = args.func(args)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, ConnectionError) as e:  # ConnectionError: an endpoint's one line
         print(f"agent-safety {args.command}: error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `agent-safety data stats | head`: the reader left, which is fine

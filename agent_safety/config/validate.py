@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 
 from omegaconf import DictConfig
 
@@ -92,6 +93,12 @@ def validate_eval(e: DictConfig) -> None:
         for field in ("base_url", "model"):
             if needed and not role.endpoint.get(field):
                 raise ConfigError(f"eval.{key}.endpoint.{field} must be set for an endpoint {key}")
+    for key, role, needed in (("agent", e.agent, e.agent.backend == "openai"),
+                              ("emulator", e.emulator, e.emulator.kind == "llm"),
+                              ("judge", e.judge, e.judge.kind == "llm")):
+        var = role.endpoint.get("api_key_env")
+        if needed and var and not os.environ.get(var):
+            raise ConfigError(f"eval.{key}.endpoint.api_key_env names {var}, which is not set in the environment")
     if e.agent.token_limit < 1 or e.agent.max_tokens_per_step < 1:
         raise ConfigError("eval.agent.token_limit and eval.agent.max_tokens_per_step must be >= 1")
     if e.judge.replicates < 1:

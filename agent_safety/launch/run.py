@@ -78,10 +78,11 @@ def launch(cfg: DictConfig) -> dict:
         return plan_line(cfg)
     try:
         result = run_schedule(cfg)
-    except (ConfigError, DataError) as e:
+    except (ConfigError, DataError, ConnectionError) as e:  # ConnectionError: an endpoint's one-line error
         print(f"error: {e}", file=sys.stderr, flush=True)
         if is_multirun():
-            record_failure(cfg, e)
+            if not isinstance(e, ConnectionError):  # run_schedule recorded it already
+                record_failure(cfg, e)
             return {"status": "failed", "error": str(e)}
         raise SystemExit(2) from None
     except Exception as e:

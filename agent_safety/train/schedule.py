@@ -66,6 +66,7 @@ def run_schedule(cfg: DictConfig) -> RunResult:
     if rd.status().get("status") == "completed" and rd.eval(eid).completed() and not cfg.force:
         log.info("run %s already completed: %s (force=true to rerun)", rid, rd.root)
         return RunResult(rid, rd.root, "completed", rd.eval(eid).records(), skipped_training=True)
+    trained_before = rd.status().get("status") == "completed" and not cfg.force  # this pass only scores
     if cfg.force and rd.root.exists():
         shutil.rmtree(rd.root)
     rd.root.mkdir(parents=True, exist_ok=True)
@@ -85,7 +86,12 @@ def run_schedule(cfg: DictConfig) -> RunResult:
         tracker.finish(1, preempted=True)
         raise
     except BaseException as e:
-        rd.set_status("failed", run_id=rid, error=f"{type(e).__name__}: {e}")
+        error = f"{type(e).__name__}: {e}"
+        if trained_before:  # the trained run and its other settings stand; this setting's scores failed
+            rd.eval(eid).set_status("failed", eval_id=eid, error=error)
+            rd.set_status("completed", run_id=rid, note=f"evaluation {eid} failed: {error}")
+        else:
+            rd.set_status("failed", run_id=rid, error=error)
         tracker.finish(1)
         raise
 

@@ -55,8 +55,9 @@ CHECK_TIMEOUT_S = 10.0
 RETRY_STATUS = (408, 429)
 
 
-class EndpointError(RuntimeError):
-    """An endpoint failed: the message is one line naming the endpoint's URL and role (never the key)."""
+class EndpointError(ConnectionError):
+    """An endpoint failed: the message is one line naming the endpoint's URL and role (never the key). A
+    ConnectionError, so the command line and the launcher report it as one line without importing this."""
 
 
 @dataclass
