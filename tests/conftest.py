@@ -58,3 +58,28 @@ def stage_records(run_dir: Path) -> list[dict]:
 
     (metrics,) = Path(run_dir).glob("eval/*/metrics.jsonl")
     return [json.loads(line) for line in metrics.read_text().splitlines() if line]
+
+
+#: The local OpenAI-compatible server of tests/llm/server.sh, and the model it serves.
+LLM_URL = os.environ.get("AGENT_SAFETY_TEST_LLM_URL", "http://127.0.0.1:18080/v1").rstrip("/")
+LLM_MODEL = "smollm2-135m"
+
+
+def llm_answers(url: str, timeout: float = 10.0) -> bool:
+    """Whether an OpenAI-compatible server at ``url`` lists the test model."""
+    import json
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url}/models", timeout=timeout) as response:
+            return LLM_MODEL in [m.get("id") for m in json.load(response).get("data", [])]
+    except (OSError, ValueError):
+        return False
+
+
+@pytest.fixture(scope="session")
+def llm_url() -> str:
+    """The test server's base URL, or a visible skip when it does not answer."""
+    if not llm_answers(LLM_URL):
+        pytest.skip(f"local LLM server not running at {LLM_URL}: bash tests/llm/server.sh start")
+    return LLM_URL

@@ -71,9 +71,12 @@ class GenerativeEvaluator:
                                     desc=f"stage {model.stage} rollouts")
         finally:
             agent.close()
+        agent_usage = dict(vars(agent.endpoint.usage)) if getattr(agent, "endpoint", None) else {}
         verdicts = {metric: self.judge.judge(episodes, metric) for metric, _, _ in METRICS}
         self.write(model.stage, episodes, verdicts)
-        return {**scores(episodes, verdicts), **counts(episodes, verdicts), **self._tokens(episodes, before)}
+        usage = self._tokens(episodes, before)
+        usage["usage"]["agent"].update({k: v for k, v in agent_usage.items() if k not in usage["usage"]["agent"]})
+        return {**scores(episodes, verdicts), **counts(episodes, verdicts), **usage}
 
     def write(self, stage: int, episodes: list[Any], verdicts: dict[str, list[Any]]) -> None:
         """The stage's trajectories and both eval files, line i of each about episode i (published layout)."""
@@ -108,7 +111,9 @@ def scores(episodes: list[Any], verdicts: dict[str, list[Any]]) -> dict[str, Any
                                                              verdicts["helpfulness"], strict=True)
             if s.score is not None and h.score is not None]
     if not rows:
-        raise RuntimeError("no trajectory got a safety and a helpfulness score: every judge reply was unparseable")
+        failures = {m: sum(v.parse_failures for v in vs) for m, vs in verdicts.items()}
+        raise ValueError(f"no trajectory of {len(episodes)} got both scores: the judge's replies could not be "
+                         f"parsed (parse failures {failures}); see eval.judge.max_parse_retries and its template")
     return {"safety": statistics.fmean(r[1] for r in rows), "helpfulness": statistics.fmean(r[2] for r in rows),
             "cases": [r[0] for r in rows], "case_safety": [float(r[1]) for r in rows],
             "case_helpfulness": [float(r[2]) for r in rows], "n_test_cases": len(episodes)}
