@@ -5,6 +5,11 @@ overrides compose (``eval=generative eval/judge=gpt5m ...``) into ``eval/<eval_i
 settings, exactly as relaunching the run with that setting would. Or TARGET is a model (a local folder or a
 hub id, base models too): it is scored as stage 0 of a pseudo-run under ``--out`` (default
 ``runs/evaluate/<hash>``), on the test cases of ``seed``.
+
+With ``--judge-only`` there is no TARGET: the configured judge (``eval/judge=llm eval.judge.endpoint...``)
+scores the published trajectories of ``data`` (default ``data=toolemu_gpt5m``), no agent and no emulator, and
+its agreement with each judge that labelled them is reported (``evaluate.calibrate``); ``--out`` then takes
+the report.
 """
 
 from __future__ import annotations
@@ -16,10 +21,18 @@ from typing import Any
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser("evaluate", help="score a completed run's stages, or a checkpoint, without training",
-                              description=__doc__.split("\n\n")[1].replace("\n", " "))
-    p.add_argument("target", help="a run dir, or a model folder / hub id")
+                              description=" ".join(__doc__.split("\n\n")[1:3]).replace("\n", " "))
+    p.add_argument("target", nargs="?", help="a run dir, or a model folder / hub id (none with --judge-only)")
     p.add_argument("overrides", nargs="*", help="Hydra overrides, as launch.py takes them (eval=generative ...)")
-    p.add_argument("--out", type=Path, default=None, help="where a model's scores go (default runs/evaluate/<hash>)")
+    p.add_argument("--out", type=Path, default=None, help="where a model's scores go (default runs/evaluate/<hash>); "
+                   "with --judge-only, where the agreement report goes (default: printed only)")
+    p.add_argument("--judge-only", action="store_true",
+                   help="score the data's published trajectories with the configured judge and report its "
+                        "agreement with their judges (no agent, no emulator)")
+    p.add_argument("--split", choices=("test", "train", "all"), default="test",
+                   help="--judge-only: the cases of seed's split whose trajectories are scored (default test)")
+    p.add_argument("--max-trajectories", type=int, default=None, metavar="N",
+                   help="--judge-only: score N of them, drawn with the seed (default all)")
     p.set_defaults(func=main)
     return p
 
@@ -99,7 +112,27 @@ def evaluate_model(target: str, overrides: list[str], out: Path | None) -> dict[
     return record
 
 
+def run_judge_only(args: argparse.Namespace) -> int:
+    """``--judge-only``: a TARGET that looks like an override (``data=...``) is one; anything else is a mistake."""
+    from agent_safety.evaluate.calibrate import format_report, judge_only
+
+    overrides = list(args.overrides)
+    if args.target is not None:
+        if "=" not in args.target:
+            raise ValueError(f"--judge-only takes no TARGET (got {args.target!r}): it scores the data's trajectories")
+        overrides.insert(0, args.target)
+    report, comparisons = judge_only(overrides, args.split, args.max_trajectories, args.out)
+    print(format_report(report, comparisons))
+    if args.out is not None:
+        print(f"\nwrote {args.out}")
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
+    if args.judge_only:
+        return run_judge_only(args)
+    if args.target is None:
+        raise ValueError("give a TARGET (a run dir, or a model folder / hub id), or --judge-only")
     target = Path(args.target)
     if (target / "status.json").is_file() and (target / "config.yaml").is_file():
         records = evaluate_run(target, list(args.overrides))
