@@ -6,7 +6,7 @@ ARGS ?=
 SWEEP ?= smoke
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-fast test-cluster bench lint aggregate sweep sync clean
+.PHONY: install run test test-fast test-cluster llm-start llm-stop bench lint aggregate sweep sync clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,11 +20,17 @@ install: $(VENV)/.installed
 run: install  ## the default: tiny model, synthetic data, schedule S_H
 	$(PY) launch.py $(ARGS)
 
-test: install  ## every test but the cluster ones (those need tests/cluster/slurm.sh start)
+test: install llm-start  ## every test but the cluster ones (those need tests/cluster/slurm.sh start)
 	$(PY) -m pytest -q -m "not cluster" $(PYTEST_ARGS)
 
-test-fast: install
-	$(PY) -m pytest -q -m "not slow and not cluster" $(PYTEST_ARGS)
+test-fast: install  ## no training, no LLM server
+	$(PY) -m pytest -q -m "not slow and not cluster and not llm" $(PYTEST_ARGS)
+
+llm-start: install  ## the local OpenAI-compatible server the llm tests use (builds llama-cpp-python once)
+	bash tests/llm/server.sh start
+
+llm-stop:
+	bash tests/llm/server.sh stop
 
 test-cluster: install
 	$(PY) -m pytest -q -m cluster $(PYTEST_ARGS)

@@ -26,7 +26,8 @@
 #                        batches a prompt's logits differ slightly with how it was split (prefix hit or not),
 #                        which flips near-ties even at temperature 0. 512 reads prompts ~3.5x faster.
 #   LLM_TEST_TIMEOUT     seconds to wait for the server to answer (default 120)
-#   LLM_TEST_WHEEL_DIR   wheel cache (default <repo>/.whl)
+#   LLM_TEST_WHEEL_DIR   wheel cache (default ~/.cache/agent-safety/wheels: outside the clone, so every clone
+#                        and CI run on this machine reuses the one build)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -38,7 +39,7 @@ THREADS="${LLM_TEST_THREADS:-1}"
 N_BATCH="${LLM_TEST_N_BATCH:-512}"
 N_UBATCH="${LLM_TEST_N_UBATCH:-1}"
 TIMEOUT="${LLM_TEST_TIMEOUT:-120}"
-WHEEL_DIR="${LLM_TEST_WHEEL_DIR:-$ROOT/.whl}"
+WHEEL_DIR="${LLM_TEST_WHEEL_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/agent-safety/wheels}"
 N_CTX=4096
 ALIAS=smollm2-135m
 LLAMA_VERSION=0.3.36
