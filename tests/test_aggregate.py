@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import tarfile
+import time
 import zlib
 from pathlib import Path
 from types import SimpleNamespace
@@ -11,6 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import shared_archive
 
 from agent_safety.aggregate import cli as aggregate_cli
 from agent_safety.aggregate import report as aggregate
@@ -118,15 +121,30 @@ def test_end_to_end_local_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert {"safety_std", "helpfulness_std", "d_safety", "d_helpfulness", "pareto"} <= set(points.columns)
     assert points["pareto"].any()
 
-    for name in ("frontier", "raw_scores", "per_model", "persistence"):
+    for name in ("frontier", "raw_scores", "per_model", "persistence", "residuals"):
         for ext in ("png", "pdf"):
             assert (out / "figures" / f"{name}.{ext}").stat().st_size > 5_000, name
+    # Distances from the frontier and persistence intervals: in frontier.json, CSV, Markdown and LaTeX.
+    assert [r["config"] for r in fj["residuals"]] == ["S", "H", "S&H", "S→H", "H→S"]
+    for r in fj["residuals"]:
+        lo, hi = r["ci"]
+        assert lo <= hi and r["off_frontier"] == (lo > 0 or hi < 0) and r["n_points"] == 4 and r["n_fit"] == 16
+    assert set(fj["persistence_ci"]) == {"0.05", "0.1", "pooled"}
+    for beta, ratios in fj["persistence_ci"].items():
+        for name, v in ratios.items():
+            assert v["ci"][0] <= v["value"] <= v["ci"][1] and v["n_valid"] > 90
+            if beta != "pooled":
+                assert v["value"] == pytest.approx(fj["persistence"][beta][name])
+    assert len(pd.read_csv(out / "residuals.csv")) == 5 and len(pd.read_csv(out / "persistence_ci.csv")) == 6
+    assert r"S\&H" in (out / "tables" / "residuals.tex").read_text()
+    assert "pooled" in (out / "tables" / "persistence.tex").read_text()
     means_tex = (out / "tables" / "config_means.tex").read_text()
     assert r"\begin{tabular}" in means_tex and r"S$\to$H" in means_tex and r"S\&H" in means_tex
     assert "Persist(S)" in (out / "tables" / "persistence.tex").read_text()
     summary = (out / "summary.md").read_text()
     assert "R² =" in summary and "2 runs not completed were left out" in summary
-    assert "![frontier](figures/frontier.png)" in summary
+    assert "![frontier](figures/frontier.png)" in summary and "![residuals](figures/residuals.png)" in summary
+    assert "## Distance from the frontier, per configuration" in summary and "| pooled |" in summary
     assert json.loads((out / "skipped.json").read_text()) == []
 
 
@@ -300,5 +318,84 @@ def test_real_tiny_runs_then_aggregate(make_cfg, tmp_path: Path):
     assert fj["n"] == 4 and set(fj["persistence"]) == {"0.1"}
     terms = {t["ratio"] for t in fj["persistence_terms"]} | {s["source"][-2] for s in fj["skipped"]}
     assert terms == {"S", "H"}  # each ratio either computed or skipped with its reason
-    for name in ("frontier", "raw_scores", "per_model", "persistence"):
+    for name in ("frontier", "raw_scores", "per_model", "persistence", "residuals"):
         assert (tmp_path / "out" / "figures" / f"{name}.png").stat().st_size > 5_000
+
+
+# ------------------------------------------------------------------------- the study's published match set
+
+
+@pytest.fixture(scope="module")
+def published_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The published match set, imported as run dirs (skipped with a reason when ../shared is absent)."""
+    archive = shared_archive("upstream-results-match.tar.xz")
+    root = tmp_path_factory.mktemp("published")
+    with tarfile.open(archive, "r:xz") as tar:
+        tar.extractall(root / "upstream", filter="data")
+    from agent_safety.records.published import import_published
+
+    import_published(root / "upstream", root / "match")
+    return root / "match"
+
+
+def test_published_report_has_every_section(published_runs: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    t0 = time.perf_counter()
+    assert run_cli(str(published_runs), "--out", str(out)) == 0  # default: 1000 resamples, figures
+    elapsed = time.perf_counter() - t0
+    fj = json.loads((out / "frontier.json").read_text())
+    assert fj["r2"] == pytest.approx(0.765, abs=0.001) and fj["n"] == 30
+    assert fj["r2_ci"] == pytest.approx([0.537, 0.853], abs=0.001)  # the study's interval (cases resampled)
+    lo, hi = fj["bootstrap"]["r2_ci_seeds"]
+    assert lo < fj["r2_ci"][0] and hi <= fj["r2_ci"][1]  # seeds too: wider below
+    residuals = {r["config"]: r for r in fj["residuals"]}
+    assert list(residuals) == ["S", "H", "S&H", "S→H", "H→S"]
+    for r in residuals.values():
+        assert r["ci"][0] < r["residual"] < r["ci"][1] and r["n_points"] == 6 and r["n_valid"] == 1000
+        assert r["off_frontier"] == (r["ci"][0] > 0 or r["ci"][1] < 0)
+    assert residuals["H"]["residual"] == pytest.approx(-0.462, abs=0.001) and residuals["H"]["off_frontier"]
+    assert residuals["S&H"]["residual"] == pytest.approx(0.115, abs=0.001)
+    pci = fj["persistence_ci"]
+    assert set(pci) == {"0.05", "0.1", "pooled"}
+    assert pci["0.05"]["S"]["value"] == pytest.approx(0.863, abs=0.001)
+    assert pci["0.1"]["H"]["value"] == pytest.approx(0.155, abs=0.001)
+    assert pci["pooled"]["S"]["value"] == pytest.approx((0.8627 + 0.9082) / 2, abs=0.001)
+    for ratios in pci.values():
+        for v in ratios.values():
+            assert v["ci"][0] < v["value"] < v["ci"][1] and v["n_valid"] > 900
+    summary = (out / "summary.md").read_text()
+    for section in ("## Fit", "## Distance from the frontier, per configuration", "## Persistence",
+                    "## Pareto-optimal points", "## Per-configuration means", "## Figures"):
+        assert section in summary, section
+    assert "| S&H | +0.115 |" in summary and "| pooled | 0.885 |" in summary
+    for name in ("frontier", "raw_scores", "per_model", "persistence", "residuals"):
+        assert (out / "figures" / f"{name}.png").stat().st_size > 10_000, name
+    assert elapsed < 30  # the benchmark's goal is < 10 s with the import; this only catches a blow-up
+
+
+def test_published_match_against_a_derived_set(published_runs: Path, tmp_path: Path):
+    """The published match set against itself restricted to one judge's records (gpt-5-mini): the compare
+    report carries both, and the derived set's column is what aggregating it alone gives."""
+    derived = tmp_path / "gpt5m"
+    for metrics in published_runs.rglob("metrics.jsonl"):
+        target = derived / metrics.relative_to(published_runs)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        lines = [line for line in metrics.read_text().splitlines() if line and json.loads(line)["judge"] == "gpt5m"]
+        target.write_text("".join(line + "\n" for line in lines))
+    for status in published_runs.rglob("status.json"):
+        target = derived / status.relative_to(published_runs)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(status.read_bytes())
+    out = tmp_path / "cmp"
+    assert run_cli(str(published_runs), str(derived), "--compare", "--labels", "match,gpt5m-only", "--out",
+                   str(out), "--no-figures", "--bootstrap", "300") == 0
+    sets = json.loads((out / "compare.json").read_text())["sets"]
+    assert sets["match"]["r2"] == pytest.approx(0.765, abs=0.001)
+    assert sets["match"]["counts"]["records"] == 198 and sets["gpt5m-only"]["counts"]["records"] == 99
+    alone = aggregate.run_aggregate([derived], tmp_path / "alone", n_boot=300, figures=False)
+    assert sets["gpt5m-only"]["r2"] == pytest.approx(alone.fit.r2) and sets["gpt5m-only"]["n"] == 30
+    assert sets["gpt5m-only"]["r2"] != pytest.approx(sets["match"]["r2"])
+    got = {r["config"]: r["residual"] for r in sets["gpt5m-only"]["residuals"]}
+    assert got == pytest.approx(dict(zip(alone.residuals["config"], alone.residuals["residual"], strict=True)))
+    summary = (out / "summary.md").read_text()
+    assert "| configuration | match | gpt5m-only |" in summary and "| **R²** | 0.765 |" in summary

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from agent_safety.aggregate import frontier
+from agent_safety.aggregate import frontier, residuals
+from agent_safety.aggregate.resample import make_draws
 from agent_safety.records.collect import build_tables, parse_record
 
 CONFIG_OBJECTIVES = {"base": [], "S": ["safety"], "H": ["helpfulness"], "S&H": ["both"],
@@ -146,3 +147,95 @@ def test_bootstrap_without_case_variance_is_the_point_estimate():
     no_cases = table.assign(case_set=0)
     lo, hi = frontier.bootstrap_r2(no_cases, cases.iloc[0:0], n_boot=20, seed=0)["r2_ci"]
     assert lo == pytest.approx(fit.r2) and hi == pytest.approx(fit.r2)
+
+
+# ------------------------------------------------------------------- distance from the frontier (LOCO)
+
+#: Δhelpfulness of each configuration around its model's: every configuration spans the whole x range, so
+#: leaving one out barely moves the others' x spread (no leverage), and S&H sits at the middle.
+CONFIG_DH = {"S": -0.15, "S→H": -0.07, "S&H": 0.0, "H→S": 0.07, "H": 0.15}
+MODEL_DH = {"m1": -0.6, "m2": -0.2, "m3": 0.2, "m4": 0.6}
+
+
+def planted_deltas(offset: float) -> dict[tuple[str, str], tuple[float, float]]:
+    """(model, config) -> (Δsafety, Δhelpfulness): on Δs = 0.3 - 0.8 Δh, except S&H, ``offset`` above it."""
+    return {(m, c): (0.3 - 0.8 * (mdh + cdh) + (offset if c == "S&H" else 0.0), mdh + cdh)
+            for m, mdh in MODEL_DH.items() for c, cdh in CONFIG_DH.items()}
+
+
+def planted_table(offset: float, *, rng_seed: int = 0, n_cases: int = 6, seed_spread: float = 0.25,
+                  case_dev: float = 0.45) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Records whose point means are exactly base + delta (per-seed shifts and per-case deviations cancel
+    within each point), while cases and seeds still vary, so the bootstrap has spread to measure."""
+    rng = np.random.default_rng(rng_seed)
+    balanced = np.repeat([-case_dev, case_dev], n_cases // 2)
+    deltas = planted_deltas(offset) | {(m, "base"): (0.0, 0.0) for m in MODEL_DH}
+    recs = []
+    for (model, config), (ds, dh) in deltas.items():
+        for seed, shift in enumerate(rng.permutation(np.linspace(-seed_spread, seed_spread, 3))):
+            cs = 1.0 + ds + shift + rng.permutation(balanced)
+            ch = 1.55 + dh - shift + rng.permutation(balanced)
+            recs.append(record(model, config, seed, "j", float(cs.mean()), float(ch.mean()),
+                               cases=list(range(n_cases)), case_safety=cs.tolist(), case_helpfulness=ch.tolist()))
+    return tables(recs)
+
+
+def residuals_of(table: pd.DataFrame, cases: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
+    points = frontier.add_deltas(frontier.point_means(table))
+    cells = frontier.cell_totals(table, cases, make_draws(table, cases, n_boot, 0))
+    return residuals.residual_table(points, frontier.replicate_deltas(cells)).set_index("config")
+
+
+def test_loco_residuals_match_a_refit_per_replicate():
+    rng = np.random.default_rng(3)
+    dx, dy = rng.normal(size=(4, 9)), rng.normal(size=(4, 9))
+    configs = np.array(list("aabbbccdd"))
+    got, slope, intercept = residuals.loco_residuals(dx, dy, configs, "b")
+    for i in range(4):
+        s, c = np.polyfit(dx[i, configs != "b"], dy[i, configs != "b"], 1)
+        assert slope[i] == pytest.approx(s) and intercept[i] == pytest.approx(c)
+        assert got[i] == pytest.approx(np.mean(dy[i, configs == "b"] - (s * dx[i, configs == "b"] + c)))
+    assert np.isnan(residuals.loco_residuals(dx[:, :3], dy[:, :3], configs[:3], "a")[0]).all()  # one point left
+
+
+@pytest.mark.parametrize("rng_seed", [0, 1, 2])
+def test_planted_off_frontier_configuration_is_the_one_flagged(rng_seed: int):
+    table, cases = planted_table(0.3, rng_seed=rng_seed)
+    got = residuals_of(table, cases)
+    assert list(got.index) == ["S", "H", "S&H", "S→H", "H→S"]
+    # Point estimates, known by construction: S&H is 0.3 above the exact line of the others; each other
+    # configuration is measured against a line that S&H pulls up, so it sits a little below.
+    assert got.loc["S&H", "residual"] == pytest.approx(0.3)
+    assert got.loc["S&H", "slope"] == pytest.approx(-0.8) and got.loc["S&H", "intercept"] == pytest.approx(0.3)
+    deltas = planted_deltas(0.3)
+    for config in ["S", "H", "S→H", "H→S"]:
+        rest = [v for (m, c), v in deltas.items() if c != config]
+        slope, intercept = np.polyfit([h for _, h in rest], [s for s, _ in rest], 1)
+        own = [v for (m, c), v in deltas.items() if c == config]
+        expected = np.mean([s - (slope * h + intercept) for s, h in own])
+        assert got.loc[config, "residual"] == pytest.approx(expected) and -0.1 < expected < 0
+    # Intervals: S&H's excludes zero, every other one includes it.
+    assert got.loc["S&H", "ci_low"] > 0 and got.loc["S&H", "off_frontier"]
+    others = got.drop(index="S&H")
+    assert (others["ci_low"] < 0).all() and (others["ci_high"] > 0).all() and not others["off_frontier"].any()
+    assert (got["ci_low"] <= got["residual"]).all() and (got["residual"] <= got["ci_high"]).all()
+    assert (got["n_points"] == 4).all() and (got["n_fit"] == 16).all() and (got["n_valid"] == 1000).all()
+
+
+def test_without_a_planted_offset_nothing_is_flagged():
+    got = residuals_of(*planted_table(0.0))
+    assert np.allclose(got["residual"], 0.0, atol=1e-12) and not got["off_frontier"].any()
+
+
+def test_residuals_without_bootstrap_have_no_interval():
+    table, _ = planted_table(0.3)
+    got = residuals.residual_table(frontier.add_deltas(frontier.point_means(table)), None).set_index("config")
+    assert got.loc["S&H", "residual"] == pytest.approx(0.3)
+    assert got["ci_low"].isna().all() and not got["off_frontier"].any() and (got["n_valid"] == 0).all()
+
+
+def test_seed_resampling_widens_the_r2_interval():
+    table, cases = tables(_case_records(np.random.default_rng(1), noisy=True))
+    b = frontier.bootstrap_r2(table, cases, n_boot=300, seed=7)
+    (lo, hi), (slo, shi) = b["r2_ci"], b["r2_ci_seeds"]
+    assert slo <= lo and hi - lo < shi - slo  # seeds add the spread between training runs

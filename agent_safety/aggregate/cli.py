@@ -16,25 +16,40 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "aggregate", help="fit the safety–helpfulness frontier over run records",
         description="Collect run records under the run roots (and optionally W&B), fit the linear "
-                    "safety–helpfulness frontier with a bootstrap CI, compute persistence, and write the "
-                    "tables, frontier.json, a Markdown summary, LaTeX tables and figures into --out.")
+                    "safety–helpfulness frontier with a bootstrap CI, measure each configuration's distance "
+                    "from the frontier of the others and persistence, with bootstrap intervals over test cases "
+                    "and seeds, and write the tables, frontier.json, a Markdown summary, LaTeX tables and "
+                    "figures into --out. With --compare, each run root is one result set (e.g. the study's "
+                    "match and cross sets): each is aggregated into OUT/<label>/ and OUT/summary.md puts "
+                    "them side by side.")
     p.add_argument("roots", nargs="*", type=Path, help="run roots, searched at any depth for status.json")
     p.add_argument("--out", type=Path, default=Path("aggregate"), help="output folder (default: ./aggregate)")
     p.add_argument("--wandb", metavar="ENTITY/PROJECT", default=None, help="also read runs from W&B")
     p.add_argument("--group", default=None, help="only runs of this group (W&B group / run-dir group)")
     p.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP,
-                   help=f"case resamples for the R² CI (default {DEFAULT_BOOTSTRAP}; 0 turns it off)")
+                   help=f"bootstrap resamples for the intervals: R² (test cases, as the study; and cases + seeds), "
+                        f"distances from the frontier and persistence (cases + seeds) (default {DEFAULT_BOOTSTRAP}; "
+                        "0 turns them off)")
     p.add_argument("--bootstrap-seed", type=int, default=0)
-    p.add_argument("--ci", type=float, default=0.95, help="confidence level of the R² interval")
+    p.add_argument("--ci", type=float, default=0.95, help="confidence level of the intervals (default 0.95)")
     p.add_argument("--eval", dest="evaluation", metavar="ID|NAME", default=None,
                    help="the evaluation setting to fit (default: the only one, else the default setting's)")
     p.add_argument("--no-figures", action="store_true", help="skip the figures (faster)")
     p.add_argument("--wandb-log", action="store_true", help="log the tables and figures to a W&B summary run")
+    p.add_argument("--compare", action="store_true",
+                   help="treat each run root as one result set and compare them side by side")
+    p.add_argument("--labels", default=None, metavar="A,B",
+                   help="with --compare: comma-separated set labels, one per root (default: the roots' folder "
+                        "names)")
     p.set_defaults(func=main)
     return p
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.compare:
+        return compare(args)
+    if args.labels is not None:
+        raise SystemExit("aggregate: --labels goes with --compare")
     from agent_safety.aggregate.report import print_summary, run_aggregate
 
     if not args.roots and not args.wandb:
@@ -44,5 +59,21 @@ def main(args: argparse.Namespace) -> int:
                            boot_seed=args.bootstrap_seed, level=args.ci, figures=not args.no_figures,
                            wandb_log=args.wandb_log, evaluation=args.evaluation)
     print_summary(result, args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def compare(args: argparse.Namespace) -> int:
+    """``--compare``: one result set per run root, side by side."""
+    from agent_safety.aggregate.compare import print_compare, run_compare
+
+    if args.wandb or args.wandb_log:
+        raise SystemExit("aggregate --compare: reads run roots only (no --wandb / --wandb-log)")
+    if len(args.roots) < 2:
+        raise SystemExit("aggregate --compare: give two or more run roots, one per result set")
+    labels = args.labels.split(",") if args.labels is not None else None
+    results = run_compare(args.roots, args.out, labels=labels, n_boot=args.bootstrap, boot_seed=args.bootstrap_seed,
+                          level=args.ci, figures=not args.no_figures, evaluation=args.evaluation, group=args.group)
+    print_compare(results)
     print(f"wrote {args.out}")
     return 0

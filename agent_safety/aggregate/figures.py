@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -131,32 +131,101 @@ def per_model_plot(points: pd.DataFrame, out_dir: Path) -> list[Path]:
     return _save(fig, out_dir, "per_model")
 
 
-def persistence_plot(terms: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """Mean Persist(S) and Persist(H) per beta, with each (judge, model) term as a dot."""
-    fig, ax = plt.subplots(figsize=(6.0, 4.2))
+def _interval_table(terms: pd.DataFrame, intervals: pd.DataFrame | None) -> pd.DataFrame:
+    from agent_safety.aggregate.persistence import intervals as point_intervals
+
+    return intervals if intervals is not None and not intervals.empty else point_intervals(terms, None)
+
+
+def persistence_plot(terms: pd.DataFrame, out_dir: Path, intervals: pd.DataFrame | None = None) -> list[Path]:
+    """Persist(S) and Persist(H) per beta and pooled over betas: bars at the mean of the (judge, model)
+    terms, whiskers at the bootstrap interval, each term as a dot."""
+    from agent_safety.aggregate.persistence import POOLED, RATIOS
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
     if terms.empty:
         ax.text(0.5, 0.5, "no persistence ratio could be computed", ha="center", va="center")
         ax.set_axis_off()
         return _save(fig, out_dir, "persistence")
-    t = terms.assign(ratio=terms["ratio"].map(lambda r: f"Persist({r})"),
-                     beta=terms["beta"].map(lambda b: f"β = {b:g}"))
-    order = sorted(t["beta"].unique(), key=lambda s: float(s.split("=")[1]))
-    sns.barplot(data=t, x="beta", y="value", hue="ratio", order=order, errorbar=None, alpha=0.75, ax=ax)
-    sns.stripplot(data=t, x="beta", y="value", hue="ratio", order=order, dodge=True,
-                  palette=["0.15"] * t["ratio"].nunique(), size=3, legend=False, ax=ax)
-    for container in ax.containers:
-        ax.bar_label(container, fmt="%.3f", fontsize=8, padding=3,
-                     bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85})
+    table = _interval_table(terms, intervals)
+    cats = list(dict.fromkeys(table["beta"]))
+    xs = np.arange(len(cats))
+    width = 0.38
+    colours = sns.color_palette(n_colors=len(RATIOS))
+    term_beta = terms["beta"].map(lambda b: f"{b:g}")
+    rng = np.random.default_rng(0)
+    for i, (name, colour) in enumerate(zip(RATIOS, colours, strict=True)):
+        g = table[table["ratio"] == name].set_index("beta").reindex(cats)
+        x = xs + (i - (len(RATIOS) - 1) / 2) * width
+        ax.bar(x, g["value"], width * 0.95, color=colour, alpha=0.75, label=f"Persist({name})")
+        lo, hi = g["ci_low"].to_numpy(dtype=float), g["ci_high"].to_numpy(dtype=float)
+        v = g["value"].to_numpy(dtype=float)
+        ax.errorbar(x, v, yerr=np.vstack([v - lo, hi - v]), fmt="none", ecolor="black", elinewidth=1, capsize=4)
+        top = np.fmax(np.nan_to_num(hi, nan=-np.inf), np.fmax(v, 0))  # above the whisker, or the bar
+        for xi, yi, val in zip(x, top, v, strict=True):
+            ax.annotate(_fmt_value(val), (xi, yi), xytext=(0, 3), textcoords="offset points", ha="center",
+                        va="bottom", fontsize=7.5, zorder=5,
+                        bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85})
+        own = terms["ratio"] == name
+        for j, cat in enumerate(cats):
+            vals = terms.loc[own & ((term_beta == cat) | (cat == POOLED)), "value"].to_numpy()
+            ax.scatter(x[j] + rng.uniform(-0.08, 0.08, len(vals)), vals, s=9, color="0.15", zorder=3)
     ax.axhline(0, color="0.5", lw=0.8)
     ax.axhline(1, color="0.5", lw=0.8, ls=":")
-    ax.set_xlabel("")
+    ax.set_xticks(xs, [c if c == POOLED else f"β = {c}" for c in cats])
     ax.set_ylabel("persistence (1 = first stage fully kept)")
-    ax.set_title("Persistence, averaged over (judge, model); dots: single terms")
+    ax.set_title("Persistence: mean over (judge, model) terms (dots), bootstrap CI", fontsize=9)
     ax.legend(title=None, frameon=False)
     return _save(fig, out_dir, "persistence")
 
 
-def make_figures(points: pd.DataFrame, fit: Fit, terms: pd.DataFrame, out_dir: Path) -> list[Path]:
+def _fmt_value(v: float) -> str:
+    return "" if not np.isfinite(v) else f"{v:.3f}"
+
+
+def _point_residuals(points: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """Each fitted point's vertical distance from the line fitted without its configuration."""
+    fp = points[(points["config"] != "base") & points["d_safety"].notna() & points["d_helpfulness"].notna()]
+    lines = table.set_index("config")[["slope", "intercept"]]
+    fp = fp[fp["config"].isin(lines.index)]
+    slope, intercept = fp["config"].map(lines["slope"]), fp["config"].map(lines["intercept"])
+    return fp.assign(residual=fp["d_safety"] - (slope * fp["d_helpfulness"] + intercept))
+
+
+def residuals_plot(points: pd.DataFrame, table: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """One row per configuration: its mean distance from the line of the others with its interval
+    (filled: the interval excludes zero), each of its points as a small dot."""
+    fig, ax = plt.subplots(figsize=(6.4, 0.9 + 0.55 * max(len(table), 1)))
+    if table.empty:
+        ax.text(0.5, 0.5, "no fine-tuned point with a base model", ha="center", va="center")
+        ax.set_axis_off()
+        return _save(fig, out_dir, "residuals")
+    palette = _palette(table["config"])
+    ys = np.arange(len(table))[::-1]
+    per_point = _point_residuals(points, table)
+    for y, r in zip(ys, table.itertuples(index=False), strict=True):
+        colour = palette.get(r.config, (0.3, 0.3, 0.3))
+        pts = per_point.loc[per_point["config"] == r.config, "residual"].to_numpy()
+        ax.scatter(pts, np.full(len(pts), y) + np.linspace(-0.18, 0.18, len(pts)), s=10, color=colour, alpha=0.45,
+                   zorder=2)
+        if np.isfinite(r.ci_low) and np.isfinite(r.ci_high):
+            ax.hlines(y, r.ci_low, r.ci_high, color=colour, lw=2.2, zorder=3)
+        ax.scatter([r.residual], [y], s=70, zorder=4, edgecolor="black", linewidth=0.8,
+                   color=colour if r.off_frontier else "white")
+        ax.annotate(f"{r.residual:+.3f}" + (" off" if r.off_frontier else ""), (1.01, y),
+                    xycoords=("axes fraction", "data"), va="center", fontsize=8)
+    ax.axvline(0, color="black", lw=0.9, ls="--")
+    ax.set_yticks(ys, table["config"].tolist())
+    ax.set_ylim(ys.min() - 0.6, ys.max() + 0.6)
+    ax.set_xlabel("Δsafety minus the line of the other configurations (safety points)")
+    ax.set_title("Distance from the frontier, leave-one-configuration-out\n"
+                 "(bar: bootstrap CI over cases and seeds; filled: CI excludes 0; dots: points)", fontsize=9)
+    return _save(fig, out_dir, "residuals")
+
+
+def make_figures(points: pd.DataFrame, fit: Fit, terms: pd.DataFrame, out_dir: Path, *,
+                 residual_table: pd.DataFrame | None = None,
+                 persistence_ci: pd.DataFrame | None = None) -> list[Path]:
     """Write every figure into ``out_dir``; returns the paths written."""
     out_dir.mkdir(parents=True, exist_ok=True)
     # Context managers rather than sns.set_theme: no global style is left changed.
@@ -165,5 +234,62 @@ def make_figures(points: pd.DataFrame, fit: Fit, terms: pd.DataFrame, out_dir: P
         if ((points["config"] != "base") & points["d_safety"].notna()).any():
             paths += frontier_plot(points, fit, out_dir)
         paths += raw_scores_plot(points, out_dir) + per_model_plot(points, out_dir)
-        paths += persistence_plot(terms, out_dir)
+        paths += persistence_plot(terms, out_dir, persistence_ci)
+        if residual_table is not None:
+            paths += residuals_plot(points, residual_table, out_dir)
     return paths
+
+
+def compare_plot(sets: Mapping[str, tuple[pd.DataFrame, Fit, pd.DataFrame]], out_dir: Path) -> list[Path]:
+    """Result sets side by side: left, every set's fine-tuned points and OLS line on shared axes (colour:
+    set, marker: configuration); right, each configuration's distance from the line of the others, per
+    set, with its interval (filled: the interval excludes zero)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with sns.axes_style("whitegrid"), sns.plotting_context("paper"):
+        fig, (left, right) = plt.subplots(1, 2, figsize=(12.0, 5.0), gridspec_kw={"width_ratios": [1.25, 1]})
+        colours = dict(zip(sets, sns.color_palette("dark", n_colors=len(sets)), strict=True))
+        configs = _hue_order(pd.concat([p["config"] for p, _, _ in sets.values()]).loc[lambda c: c != "base"])
+        markers = {c: MARKERS[i % len(MARKERS)] for i, c in enumerate(configs)}
+        for name, (points, fit, _) in sets.items():
+            fp = points[(points["config"] != "base") & points["d_safety"].notna()]
+            for config, g in fp.groupby("config", sort=False):
+                left.scatter(g["d_helpfulness"], g["d_safety"], marker=markers[config], s=42, alpha=0.8,
+                             color=colours[name], edgecolor="black", linewidth=0.3)
+            if np.isfinite(fit.slope) and len(fp):
+                xs = np.linspace(fp["d_helpfulness"].min(), fp["d_helpfulness"].max(), 50)
+                left.plot(xs, fit.intercept + fit.slope * xs, color=colours[name], lw=1.4, ls="--",
+                          label=f"{name}: R² = {fit.r2:.3f}, slope = {fit.slope:.3f}, n = {fit.n}")
+        for config in configs:
+            left.scatter([], [], marker=markers[config], color="0.6", edgecolor="black", linewidth=0.3, label=config)
+        left.axhline(0, color="0.8", lw=0.8, zorder=0)
+        left.axvline(0, color="0.8", lw=0.8, zorder=0)
+        left.set_xlabel("Δ helpfulness vs base (0–3 scale)")
+        left.set_ylabel("Δ safety vs base (0–3 scale)")
+        left.set_title("Frontiers (colour: result set; marker: configuration)")
+        left.legend(frameon=False, fontsize=7, loc="best")
+        _compare_residuals(right, {n: t for n, (_, _, t) in sets.items()}, configs, colours)
+        fig.tight_layout()
+        return _save(fig, out_dir, "compare")
+
+
+def _compare_residuals(ax: plt.Axes, tables: Mapping[str, pd.DataFrame], configs: Sequence[str],
+                       colours: Mapping[str, tuple[float, float, float]]) -> None:
+    ys = np.arange(len(configs))[::-1].astype(float)
+    step = 0.6 / max(len(tables), 1)
+    for i, (name, table) in enumerate(tables.items()):
+        t = table.set_index("config")
+        off = (i - (len(tables) - 1) / 2) * step
+        for y, config in zip(ys, configs, strict=True):
+            if config not in t.index:
+                continue
+            r = t.loc[config]
+            if np.isfinite(r["ci_low"]) and np.isfinite(r["ci_high"]):
+                ax.hlines(y - off, r["ci_low"], r["ci_high"], color=colours[name], lw=2)
+            ax.scatter([r["residual"]], [y - off], s=55, edgecolor=colours[name], linewidth=1.2, zorder=3,
+                       color=colours[name] if r["off_frontier"] else "white")
+        ax.scatter([], [], s=55, color=colours[name], label=name)
+    ax.axvline(0, color="black", lw=0.9, ls="--")
+    ax.set_yticks(ys, list(configs))
+    ax.set_xlabel("Δsafety minus the line of the other configurations")
+    ax.set_title("Distance from the frontier (filled: CI excludes 0)")
+    ax.legend(frameon=True, fontsize=8, loc="lower left")

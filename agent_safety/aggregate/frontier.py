@@ -5,7 +5,8 @@
 2. The base model's scores, averaged the same way (over all its stage-0 records, whatever their beta),
    are subtracted to give deltas.
 3. Safety-delta is fitted on helpfulness-delta by OLS over the fine-tuned points (base excluded).
-4. A seeded bootstrap that resamples test cases gives a confidence interval for R².
+4. A seeded bootstrap that resamples test cases gives a confidence interval for R² (and, resampling
+   seeds too, the wider interval that also counts the spread between training runs).
 """
 
 from __future__ import annotations
@@ -14,6 +15,16 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
+
+from agent_safety.aggregate.resample import (
+    Draws,
+    Totals,
+    group_totals,
+    make_draws,
+    percentile_ci,
+    seed_weights,
+    weighted_unit_mean,
+)
 
 POINT_KEYS: tuple[str, ...] = ("model", "config", "beta")
 #: Display order of the configurations; others follow alphabetically.
@@ -146,82 +157,83 @@ def _r2_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return sxy**2 / ((xc * xc).sum(axis=1) * (yc * yc).sum(axis=1))
 
 
-def bootstrap_r2(table: pd.DataFrame, cases: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0,
-                 level: float = 0.95) -> dict[str, object]:
-    """Percentile CI for R² from resampling test cases with replacement (seeded).
+@dataclass(frozen=True)
+class CellTotals:
+    """Replicate totals of every (model, configuration, beta, judge, seed) cell: the unit that both the
+    frontier's points and persistence's pooled means are built from, so one set of totals serves all."""
 
-    Each replicate draws the case universe (every (data, case) seen) with replacement; a record's score
-    becomes the count-weighted mean of its cases' scores, and the whole recipe (cell means, point means,
-    deltas, OLS) is rerun. Records without per-case scores keep their reported score. Records that share
-    point, judge, seed and case set are pooled case by case first, which is exact and keeps this fast.
-    """
-    empty = {"r2_ci": [None, None], "n_boot": int(n_boot), "n_valid": 0, "seed": seed, "level": level}
-    if n_boot <= 0 or table.empty:
-        return empty
+    cells: pd.DataFrame
+    """The keys of each cell (row i: cell i); beta is NaN for base cells, as in ``point_means``."""
+    totals: Totals
+    draws: Draws
+
+
+def cell_totals(table: pd.DataFrame, cases: pd.DataFrame, draws: Draws) -> CellTotals:
+    """Group the records by cell and case set and total them under the draws. A record without per-case
+    scores weighs as its case count (as in persistence's pooling; a cell mean is unaffected)."""
     t = _point_frame(table)
-    t["case_set"] = table["case_set"].to_numpy()
-    point_id, point_index = pd.MultiIndex.from_frame(t[list(POINT_KEYS)]).factorize()
-    t["point"] = point_id
-    cell_id = t.groupby(["point", "judge", "seed"], sort=False).ngroup().to_numpy()
-    cell_size = np.bincount(cell_id)
-    cells_per_point = pd.Series(point_id).groupby(cell_id).first().value_counts().reindex(
-        range(len(point_index)), fill_value=0).to_numpy()
-    row_w = 1.0 / (cell_size[cell_id] * cells_per_point[point_id])
-    has_cases = np.zeros(len(t), dtype=bool)
-    if len(cases):
-        has_cases[cases["row"].to_numpy()] = True
-    # Groups: rows with cases pool by (point, cell, case set); a row without cases is its own group.
-    gkey = np.where(has_cases, t["case_set"].to_numpy(), -1 - np.arange(len(t)))
-    group_id = pd.MultiIndex.from_arrays([cell_id, gkey]).factorize()[0]
-    n_groups = group_id.max() + 1
-    group_w = np.bincount(group_id, weights=row_w, minlength=n_groups)
-    group_point = np.zeros(n_groups, dtype=np.int64)
-    group_point[group_id] = point_id
-    group_rows = np.bincount(group_id, minlength=n_groups).astype(float)
-    fixed = {m: np.bincount(group_id, weights=t[m].to_numpy(), minlength=n_groups) / group_rows
-             for m in METRICS}
-    rng = np.random.default_rng(seed)
-    if len(cases):
-        crow = cases["row"].to_numpy()
-        data_code = pd.factorize(table["data"])[0] if "data" in table else np.zeros(len(table), np.int64)
-        case = cases["case"].to_numpy()
-        span = int(case.max() - case.min()) + 1
-        _, cidx = np.unique(data_code[crow] * span + (case - case.min()), return_inverse=True)
-        n_univ = int(cidx.max()) + 1
-        flat = group_id[crow] * n_univ + cidx
-        size = n_groups * n_univ
-        sums = {m: np.bincount(flat, weights=cases[m].to_numpy(), minlength=size).reshape(n_groups, n_univ)
-                for m in METRICS}
-        counts = np.bincount(flat, minlength=size).reshape(n_groups, n_univ).astype(float)
-        draws = rng.multinomial(n_univ, np.full(n_univ, 1.0 / n_univ), size=n_boot).T.astype(float)
-        denom = counts @ draws  # groups x replicates
-        with np.errstate(invalid="ignore", divide="ignore"):
-            values = {m: (sums[m] @ draws) / denom for m in METRICS}
-        case_groups = counts.sum(axis=1) > 0
-        for m in METRICS:
-            values[m][~case_groups] = fixed[m][~case_groups, None]
-    else:
-        values = {m: np.repeat(fixed[m][:, None], n_boot, axis=1) for m in METRICS}
-    n_points = len(point_index)
-    to_points = np.zeros((n_points, n_groups))  # point value = weighted sum of its groups' values
-    to_points[group_point, np.arange(n_groups)] = group_w
-    pv = {m: to_points @ values[m] for m in METRICS}
+    cell_id, cells = pd.MultiIndex.from_frame(t[[*POINT_KEYS, "judge", "seed"]]).factorize()
+    n_cases = table["n_cases"].to_numpy(dtype=float)
+    totals = group_totals(table, cases, draws, cell_id, np.where(n_cases > 0, n_cases, 1.0))
+    return CellTotals(cells.to_frame(index=False, name=[*POINT_KEYS, "judge", "seed"]), totals, draws)
+
+
+@dataclass(frozen=True)
+class DeltaReplicates:
+    """The fitted points (fine-tuned, with a base; columns model, config, beta) and their Δhelpfulness
+    (``dx``) and Δsafety (``dy``) in each replicate, as (replicates, points) arrays: resampling cases only
+    (key False) and cases and seeds (key True)."""
+
+    points: pd.DataFrame
+    dx: dict[bool, np.ndarray]
+    dy: dict[bool, np.ndarray]
+
+
+def replicate_deltas(ct: CellTotals) -> DeltaReplicates:
+    """Rerun the recipe of ``point_means`` and ``add_deltas`` in every replicate: record scores reweighted by
+    the case draws, cell means over records, the point as the mean over its (judge, seed) cells (each
+    weighted by its seed's draw count when seeds are resampled), minus the model's base point in the same
+    replicate."""
+    tot = ct.totals
+    point_of_cell, point_index = pd.MultiIndex.from_frame(ct.cells[list(POINT_KEYS)]).factorize()
+    cell_rows = np.bincount(tot.unit, weights=tot.rows, minlength=len(ct.cells))
+    a = (tot.rows / cell_rows[tot.unit])[:, None]  # a group's share of its cell's records
+    group_point = point_of_cell[tot.unit]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        num = {m: a * (tot.sums[m] / tot.counts) for m in METRICS}
+    den = np.broadcast_to(a, num["safety"].shape)
     pts = point_index.to_frame(index=False, name=list(POINT_KEYS))
     is_base = (pts["config"] == "base").to_numpy()
     base_of = pd.Series(np.flatnonzero(is_base), index=pts.loc[is_base, "model"].to_numpy())
     base_idx = pts["model"].map(base_of)
-    use = (pts["config"] != "base") & base_idx.notna()
-    if use.sum() < 2:
+    use = ((pts["config"] != "base") & base_idx.notna()).to_numpy()
+    sel, bsel = np.flatnonzero(use), base_idx[use].astype(int).to_numpy()
+    dx, dy = {}, {}
+    for seeds in (False, True):
+        sw = seed_weights(tot, ct.draws, seeds)
+        pv = {m: weighted_unit_mean(num[m], den, group_point, len(point_index), sw) for m in METRICS}
+        dx[seeds] = (pv["helpfulness"][sel] - pv["helpfulness"][bsel]).T
+        dy[seeds] = (pv["safety"][sel] - pv["safety"][bsel]).T
+    return DeltaReplicates(pts.iloc[sel].reset_index(drop=True), dx, dy)
+
+
+def bootstrap_r2(table: pd.DataFrame, cases: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0,
+                 level: float = 0.95, replicates: DeltaReplicates | None = None) -> dict[str, object]:
+    """Percentile CI for R² from resampling test cases with replacement (seeded), as the study did.
+
+    Each replicate draws the case universe (every (data, case) seen) with replacement; a record's score
+    becomes the count-weighted mean of its cases' scores, and the whole recipe (cell means, point means,
+    deltas, OLS) is rerun. Records without per-case scores keep their reported score. ``r2_ci_seeds`` is
+    the same interval when the seeds are resampled too (see ``resample``): wider, as it also counts the
+    spread between training runs.
+    """
+    empty = {"r2_ci": [None, None], "r2_ci_seeds": [None, None], "n_boot": int(n_boot), "n_valid": 0,
+             "seed": seed, "level": level}
+    if n_boot <= 0 or table.empty:
         return empty
-    sel = np.flatnonzero(use.to_numpy())
-    bsel = base_idx[use].astype(int).to_numpy()
-    dx = (pv["helpfulness"][sel] - pv["helpfulness"][bsel]).T
-    dy = (pv["safety"][sel] - pv["safety"][bsel]).T
-    r2 = _r2_rows(dx, dy)
-    ok = np.isfinite(r2)
-    if not ok.any():
-        return empty | {"n_valid": 0}
-    alpha = (1.0 - level) / 2.0
-    lo, hi = np.quantile(r2[ok], [alpha, 1.0 - alpha])
-    return {"r2_ci": [float(lo), float(hi)], "n_boot": int(n_boot), "n_valid": int(ok.sum()), "seed": seed,
-            "level": level}
+    rep = replicates or replicate_deltas(cell_totals(table, cases, make_draws(table, cases, n_boot, seed)))
+    if len(rep.points) < 2:
+        return empty
+    r2_ci, n_valid = percentile_ci(_r2_rows(rep.dx[False], rep.dy[False]), level)
+    r2_ci_seeds, _ = percentile_ci(_r2_rows(rep.dx[True], rep.dy[True]), level)
+    return empty | {"r2_ci": r2_ci, "r2_ci_seeds": r2_ci_seeds, "n_valid": n_valid}

@@ -2,8 +2,9 @@
 
 Outputs, all in ``--out``: ``runs.csv``/``runs.parquet`` (the tidy table), ``cases.parquet`` (per-case
 scores), ``points.csv`` (per-configuration means, std over seeds, deltas, Pareto flags),
-``persistence.csv``, ``frontier.json``, ``skipped.json``, ``summary.md``, ``tables/*.tex`` and
-``figures/*.{png,pdf}``.
+``persistence.csv`` (the terms), ``persistence_ci.csv`` (per beta and pooled, with bootstrap intervals),
+``residuals.csv`` (each configuration's distance from the frontier of the others, with its interval),
+``frontier.json``, ``skipped.json``, ``summary.md``, ``tables/*.tex`` and ``figures/*.{png,pdf}``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ import numpy as np
 import pandas as pd
 
 from agent_safety.aggregate import frontier, persistence
+from agent_safety.aggregate import residuals as loco
 from agent_safety.aggregate.cli import DEFAULT_BOOTSTRAP
+from agent_safety.aggregate.resample import make_draws
 from agent_safety.records.collect import Collection, Skip, collect, read_wandb
 from agent_safety.records.identity import default_eval_id
 
@@ -39,6 +42,11 @@ class Result:
     skipped: list[Skip]
     evaluation: dict[str, Any] = field(default_factory=dict)
     """The evaluation setting fitted (``id``, ``name``) and the records of others left out."""
+    residuals: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(loco.COLUMNS)))
+    """Per configuration: its distance from the line of the others, with its interval (``residuals``)."""
+    persistence_ci: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=list(persistence.INTERVAL_COLUMNS)))
+    """Persistence per beta and pooled, with bootstrap intervals (``persistence.intervals``)."""
 
     def frontier_json(self) -> dict[str, Any]:
         """The contents of ``frontier.json``."""
@@ -49,6 +57,8 @@ class Result:
             "r2_ci": self.bootstrap["r2_ci"],
             "bootstrap": {k: v for k, v in self.bootstrap.items() if k != "r2_ci"},
             "persistence": self.persistence,
+            "persistence_ci": persistence.intervals_json(self.persistence_ci),
+            "residuals": loco.to_json(self.residuals),
             "evaluation": self.evaluation,
             "persistence_terms": self.terms.to_dict(orient="records"),
             "pareto": pareto[["model", "config", "beta", "d_safety", "d_helpfulness", "safety",
@@ -84,10 +94,17 @@ def compute(collection: Collection, *, n_boot: int = DEFAULT_BOOTSTRAP, boot_see
         skipped.append(Skip(f"model {model}", f"no base-model (stage 0) record: its {len(g)} point(s) are "
                                               "left out of the fit"))
     fit = frontier.fit_points(points)
-    boot = frontier.bootstrap_r2(table, collection.cases, n_boot=n_boot, seed=boot_seed, level=level)
+    # One set of draws (cases, then seeds) and one set of cell totals serve every interval.
+    cells = (frontier.cell_totals(table, collection.cases, make_draws(table, collection.cases, n_boot, boot_seed))
+             if n_boot > 0 and not table.empty else None)
+    reps = frontier.replicate_deltas(cells) if cells is not None else None
+    boot = frontier.bootstrap_r2(table, collection.cases, n_boot=n_boot, seed=boot_seed, level=level,
+                                 replicates=reps)
     terms, p_skipped = persistence.persistence_terms(table)
     skipped.extend(p_skipped)
-    return Result(collection, points, fit, boot, terms, persistence.summarize(terms), skipped)
+    return Result(collection, points, fit, boot, terms, persistence.summarize(terms), skipped,
+                  residuals=loco.residual_table(points, reps, level),
+                  persistence_ci=persistence.intervals(terms, cells, level))
 
 
 # -------------------------------------------------------------------------------------------- writing
@@ -103,8 +120,10 @@ def _pm(mean: float, std: float) -> str:
     return f"{mean:.3f}" if not np.isfinite(std) else f"{mean:.3f} $\\pm$ {std:.3f}"
 
 
-def latex_tables(points: pd.DataFrame, terms: pd.DataFrame) -> dict[str, str]:
-    """Per-configuration means (± std over seeds) and persistence, as LaTeX tabulars."""
+def latex_tables(points: pd.DataFrame, terms: pd.DataFrame, persistence_ci: pd.DataFrame | None = None,
+                 residual_table: pd.DataFrame | None = None) -> dict[str, str]:
+    """Per-configuration means (± std over seeds), persistence (per beta and pooled, with intervals) and
+    the distances from the frontier, as LaTeX tabulars."""
     means = pd.DataFrame({
         "Model": points["model"].map(_tex),
         "Config": points["config"].map(_tex),
@@ -115,15 +134,36 @@ def latex_tables(points: pd.DataFrame, terms: pd.DataFrame) -> dict[str, str]:
         r"$\Delta$H": points["d_helpfulness"].map(lambda v: "" if pd.isna(v) else f"{v:+.3f}"),
         "Seeds": points["n_seeds"],
     })
-    summ = persistence.summary_table(terms)
-    pers = pd.DataFrame({
-        r"$\beta$": summ["beta"].map(lambda b: f"{b:g}"),
+    out = {"config_means": _tabular(means), "persistence": _tabular(_persistence_tex(terms, persistence_ci))}
+    if residual_table is not None and not residual_table.empty:
+        r = residual_table
+        out["residuals"] = _tabular(pd.DataFrame({
+            "Config": r["config"].map(_tex),
+            "Residual": r["residual"].map(lambda v: f"{v:+.3f}"),
+            "CI": [_ci(lo, hi, "+.3f") for lo, hi in zip(r["ci_low"], r["ci_high"], strict=True)],
+            "Off": r["off_frontier"].map(lambda v: "yes" if v else "no"),
+            "Points": r["n_points"],
+        }))
+    return out
+
+
+def _persistence_tex(terms: pd.DataFrame, ci: pd.DataFrame | None) -> pd.DataFrame:
+    """Persistence rows: the per-beta summary of the terms, plus pooled rows and intervals when given."""
+    summ = persistence.summary_table(terms).assign(beta=lambda d: d["beta"].map(lambda b: f"{b:g}"))
+    if ci is not None and not ci.empty:
+        pooled = terms.groupby("ratio")["value"].agg(["mean", "std", "size"]).rename(columns={"size": "n"})
+        pooled = pooled.reindex([r for r in persistence.RATIOS if r in pooled.index]).reset_index()
+        summ = pd.concat([summ, pooled.assign(beta=persistence.POOLED)], ignore_index=True)
+        summ = summ.merge(ci[["beta", "ratio", "ci_low", "ci_high"]], on=["beta", "ratio"], how="left")
+    cols = {
+        r"$\beta$": summ["beta"],
         "Ratio": summ["ratio"].map(lambda r: f"Persist({r})"),
         "Mean": summ["mean"].map(lambda v: f"{v:.3f}"),
-        "Std": summ["std"].map(lambda v: "" if pd.isna(v) else f"{v:.3f}"),
-        "Terms": summ["n"],
-    })
-    return {"config_means": _tabular(means), "persistence": _tabular(pers)}
+    }
+    if "ci_low" in summ:
+        cols["CI"] = [_ci(lo, hi) for lo, hi in zip(summ["ci_low"], summ["ci_high"], strict=True)]
+    cols |= {"Std": summ["std"].map(lambda v: "" if pd.isna(v) else f"{v:.3f}"), "Terms": summ["n"]}
+    return pd.DataFrame(cols)
 
 
 def _tabular(df: pd.DataFrame) -> str:
@@ -153,32 +193,85 @@ def _fmt(v: float | None, spec: str = ".3f") -> str:
     return "n/a" if v is None or not np.isfinite(v) else format(v, spec)
 
 
+def _ci(lo: float | None, hi: float | None, spec: str = ".3f") -> str:
+    """"[lo, hi]", or "n/a" without an interval."""
+    if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)):
+        return "n/a"
+    return f"[{format(lo, spec)}, {format(hi, spec)}]"
+
+
+def _boot_note(b: Mapping[str, Any], what: str) -> str:
+    if not b["n_boot"]:
+        return "No bootstrap (--bootstrap 0): no intervals."
+    return (f"{b['level']:.0%} percentile intervals from {b['n_boot']} bootstrap replicates resampling {what} "
+            f"(seed {b['seed']}).")
+
+
+def fit_markdown(result: Result) -> list[str]:
+    """The fit paragraph: the line, R², and R²'s intervals (cases, as the study; cases and seeds)."""
+    f, b = result.fit, result.bootstrap
+    seeds = b.get("r2_ci_seeds") or [None, None]
+    return [
+        f"Δsafety = {_fmt(f.slope)} × Δhelpfulness + {_fmt(f.intercept)} over n = {f.n} fine-tuned points "
+        f"(deltas from each base model): **R² = {_fmt(f.r2)}**, r = {_fmt(f.r)}; "
+        f"{b['level']:.0%} bootstrap CI for R² {_ci(*b['r2_ci'])} "
+        f"({b['n_valid']} of {b['n_boot']} case resamples, seed {b['seed']}); "
+        f"resampling seeds too: {_ci(*seeds)}.", ""]
+
+
+def residuals_markdown(result: Result) -> list[str]:
+    """The distance-from-the-frontier section: one row per configuration."""
+    table = result.residuals
+    if table.empty:
+        return ["No fine-tuned point with a base model: no distances.", ""]
+    rows = [{"configuration": r.config, "residual": _fmt(r.residual, "+.3f"),
+             f"{result.bootstrap['level']:.0%} CI": _ci(r.ci_low, r.ci_high, "+.3f"),
+             "off the frontier": "**yes**" if r.off_frontier else "no", "points": r.n_points,
+             "line without it": f"{_fmt(r.slope)} × Δh + {_fmt(r.intercept)} (n = {r.n_fit})"}
+            for r in table.itertuples(index=False)]
+    off = table.loc[table["off_frontier"], "config"].tolist()
+    return [
+        "Each configuration's mean vertical distance Δsafety − (slope × Δhelpfulness + intercept) from the "
+        "line fitted on every *other* configuration's points (leave-one-configuration-out), in safety "
+        "points (0–3): positive = safer than the others' trade-off predicts at its helpfulness. "
+        + _boot_note(result.bootstrap, "test cases and seeds") + " *Off the frontier*: the interval excludes "
+        "zero.", "", _md_table(pd.DataFrame(rows)), "",
+        f"Off the frontier: {', '.join(off) if off else 'none'}.", ""]
+
+
+def persistence_markdown(result: Result) -> list[str]:
+    """The persistence section: per beta and pooled over betas, each with its interval."""
+    ci = result.persistence_ci
+    if ci.empty:
+        return ["No persistence ratio could be computed (needs S, H, S→H and H→S per judge, model, beta).", ""]
+    level = f"{result.bootstrap['level']:.0%} CI"
+    rows = []
+    for beta, g in ci.groupby("beta", sort=False):
+        by = g.set_index("ratio")
+        row: dict[str, Any] = {"β": beta}
+        for name in persistence.RATIOS:
+            has = name in by.index
+            row[f"Persist({name})"] = _fmt(by.at[name, "value"]) if has else "n/a"
+            row[f"{level} ({name})"] = _ci(by.at[name, "ci_low"], by.at[name, "ci_high"]) if has else "n/a"
+        row["terms (S/H)"] = "/".join(str(by.at[n, "n_terms"]) if n in by.index else "0" for n in persistence.RATIOS)
+        rows.append(row)
+    return ["Per beta, the mean of the per-(judge, model) terms; *pooled*: the mean over every beta's terms. "
+            + _boot_note(result.bootstrap, "test cases and seeds"), "", _md_table(pd.DataFrame(rows)), ""]
+
+
 def summary_markdown(result: Result, figures: Sequence[Path], out: Path) -> str:
     """A short human-readable report of the aggregate."""
-    c, f, b = result.collection, result.fit, result.bootstrap
-    lo, hi = b["r2_ci"]
+    c = result.collection
     lines = [
         "# Safety–helpfulness frontier", "",
         f"{len(c.table)} records from {c.table['run_id'].nunique()} completed runs ({c.n_run_dirs} run dirs). "
         f"{c.not_completed} runs not completed were left out; {c.duplicates} duplicate records dropped; "
         f"{len(result.skipped)} items skipped (see `skipped.json`).", "",
         f"Evaluation setting: {_eval_line(result.evaluation)}.", "",
-        "## Fit", "",
-        f"Δsafety = {_fmt(f.slope)} × Δhelpfulness + {_fmt(f.intercept)} over n = {f.n} fine-tuned points "
-        f"(deltas from each base model): **R² = {_fmt(f.r2)}**, r = {_fmt(f.r)}; "
-        f"{b['level']:.0%} bootstrap CI for R² [{_fmt(lo)}, {_fmt(hi)}] "
-        f"({b['n_valid']} of {b['n_boot']} case resamples, seed {b['seed']}).", "",
-        "## Persistence", "",
+        "## Fit", "", *fit_markdown(result),
+        "## Distance from the frontier, per configuration", "", *residuals_markdown(result),
+        "## Persistence", "", *persistence_markdown(result),
     ]
-    if result.persistence:
-        t = result.terms.assign(beta=result.terms["beta"].map(lambda x: f"{x:g}"))
-        counts = t.groupby(["beta", "ratio"]).size()
-        rows = [{"β": beta, "Persist(S)": _fmt(v["S"]), "Persist(H)": _fmt(v["H"]),
-                 "terms (S/H)": f"{counts.get((beta, 'S'), 0)}/{counts.get((beta, 'H'), 0)}"}
-                for beta, v in result.persistence.items()]
-        lines += [_md_table(pd.DataFrame(rows)), ""]
-    else:
-        lines += ["No persistence ratio could be computed (needs S, H, S→H and H→S per judge, model, beta).", ""]
     p = result.points
     pareto = p[p["pareto"]][["model", "config", "beta", "d_helpfulness", "d_safety"]]
     lines += ["## Pareto-optimal points (deltas, all models pooled)", "", _md_table(pareto), "",
@@ -258,19 +351,22 @@ def write_outputs(result: Result, out: Path, *, figures: bool = True) -> list[Pa
     _cases_with_keys(table, result.collection.cases).to_parquet(out / "cases.parquet", index=False)
     result.points.to_csv(out / "points.csv", index=False)
     result.terms.to_csv(out / "persistence.csv", index=False)
+    result.persistence_ci.to_csv(out / "persistence_ci.csv", index=False)
+    result.residuals.to_csv(out / "residuals.csv", index=False)
     (out / "frontier.json").write_text(json.dumps(result.frontier_json(), indent=1, ensure_ascii=False,
                                                   allow_nan=False) + "\n", encoding="utf-8")
     (out / "skipped.json").write_text(json.dumps([s.to_dict() for s in result.skipped], indent=1,
                                                  ensure_ascii=False) + "\n", encoding="utf-8")
     tables = out / "tables"
     tables.mkdir(exist_ok=True)
-    for name, tex in latex_tables(result.points, result.terms).items():
+    for name, tex in latex_tables(result.points, result.terms, result.persistence_ci, result.residuals).items():
         (tables / f"{name}.tex").write_text(tex, encoding="utf-8")
     fig_paths: list[Path] = []
     if figures:
         from agent_safety.aggregate.figures import make_figures  # matplotlib is slow to import: only when drawing
 
-        fig_paths = make_figures(result.points, result.fit, result.terms, out / "figures")
+        fig_paths = make_figures(result.points, result.fit, result.terms, out / "figures",
+                                 residual_table=result.residuals, persistence_ci=result.persistence_ci)
     (out / "summary.md").write_text(summary_markdown(result, fig_paths, out), encoding="utf-8")
     return fig_paths
 
@@ -359,8 +455,12 @@ def print_summary(result: Result, out: Path) -> None:
     print(f"evaluation setting: {_eval_line(result.evaluation)}".replace("`", ""))
     print(f"frontier: R² = {_fmt(f.r2)} (r = {_fmt(f.r)}, slope = {_fmt(f.slope)}, n = {f.n}), "
           f"{result.bootstrap['level']:.0%} CI [{_fmt(lo)}, {_fmt(hi)}]")
-    for beta, v in result.persistence.items():
-        print(f"persistence beta={beta}: Persist(S) = {_fmt(v['S'])}, Persist(H) = {_fmt(v['H'])}")
+    for beta, g in result.persistence_ci.groupby("beta", sort=False):
+        print(f"persistence beta={beta}: " + ", ".join(
+            f"Persist({r.ratio}) = {_fmt(r.value)} {_ci(r.ci_low, r.ci_high)}" for r in g.itertuples(index=False)))
+    for r in result.residuals.itertuples(index=False):
+        print(f"distance from the frontier of the others: {r.config} {_fmt(r.residual, '+.3f')} "
+              f"{_ci(r.ci_low, r.ci_high, '+.3f')}{'  off the frontier' if r.off_frontier else ''}")
     if result.skipped:
         print(f"{len(result.skipped)} skipped (see {out / 'skipped.json'}):", file=sys.stderr)
         for s in result.skipped[:5]:
