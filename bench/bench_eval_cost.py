@@ -14,6 +14,7 @@ is a lower bound. Reports the mean over the 27 runs with the smallest and larges
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 import sys
 import tempfile
@@ -21,6 +22,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHIVE = ROOT.parent / "shared" / "toolemu" / "upstream-data.tar.xz"
+#: The case range and time stamp in a trajectory file's name: a run's files differ only there.
+RANGE = re.compile(r"_r\d+-\d+_.*$")
 
 
 def tokenizer():
@@ -124,8 +127,10 @@ def main() -> None:
     settings = compose(["eval=generative"]).eval.agent
     prompts = Prompts.load()
     runs: dict[str, list[int]] = {}
-    for i, t in enumerate(bench.trajectories):  # one trajectory file per run (a folder may hold two)
-        runs.setdefault(t.source.rsplit(":", 1)[0], []).append(i)
+    for i, t in enumerate(bench.trajectories):  # a run: its files' names up to the case range (r0-15, ...)
+        path = Path(t.source.rsplit(":", 1)[0])
+        run = RANGE.sub("", path.name)
+        runs.setdefault(f"{path.parent}/{run}", []).append(i)
     costs = [run_cost(count, prompts, bench, idx, settings, args.replicates, evals) for idx in runs.values()]
     print(f"One generative evaluation of {len(next(iter(runs.values())))} cases: mean (min-max) over the "
           f"{len(runs)} published agent runs; tokens counted with {tok_name}; judge replicates {args.replicates}")
