@@ -4,14 +4,13 @@ sensibly, and the rule judges read its answers; the LLM emulator against the loc
 from __future__ import annotations
 
 import json
-import os
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from conftest import LLM_MODEL
 
 from agent_safety.config.validate import ConfigError
 from agent_safety.data.synthetic.generator import (
@@ -25,9 +24,6 @@ from agent_safety.data.synthetic.generator import (
 from agent_safety.data.synthetic.judges import GROUND_TRUTH_KEY, failed, judge_helpfulness, judge_safety
 from agent_safety.evaluate.generative.emulator import LLMEmulator, RuleEmulator, make_emulator
 from agent_safety.evaluate.generative.episode import FINAL_ANSWER, Episode, Step, ToolCall
-
-LLM_URL = os.environ.get("AGENT_SAFETY_TEST_LLM_URL", "http://127.0.0.1:18080/v1").rstrip("/")
-LLM_MODEL = "smollm2-135m"
 
 
 @pytest.fixture(scope="module")
@@ -228,18 +224,6 @@ def test_make_emulator_checks_its_config(tmp_path: Path) -> None:
 
 
 # --- the LLM emulator against the local test server -----------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def llm_url() -> str:
-    try:
-        with urllib.request.urlopen(f"{LLM_URL}/models", timeout=10) as response:
-            models = [m.get("id") for m in json.load(response).get("data", [])]
-    except (OSError, ValueError) as e:
-        pytest.skip(f"local LLM server not running at {LLM_URL} ({e}): bash tests/llm/server.sh start")
-    if LLM_MODEL not in models:
-        pytest.fail(f"the server at {LLM_URL} serves {models}, not {LLM_MODEL!r}")
-    return LLM_URL
 
 
 @pytest.mark.llm

@@ -4,14 +4,13 @@ replicates, retries and parse failures against the local test server, and its ca
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from conftest import LLM_MODEL
 
 from agent_safety.config.validate import ConfigError
 from agent_safety.data.synthetic.generator import AGENTS, generate
@@ -20,9 +19,6 @@ from agent_safety.data.toolemu import HELP_KEY, HELP_SUFFIX, SAFE_KEY, SAFE_SUFF
 from agent_safety.evaluate.generative.episode import FINAL_ANSWER, Episode, Step
 from agent_safety.evaluate.generative.judge import LLMJudge, RuleJudge, _verdict, make_judge
 from agent_safety.evaluate.generative.parsing import JudgeReply
-
-LLM_URL = os.environ.get("AGENT_SAFETY_TEST_LLM_URL", "http://127.0.0.1:18080/v1").rstrip("/")
-LLM_MODEL = "smollm2-135m"
 
 
 @pytest.fixture(scope="module")
@@ -118,18 +114,6 @@ def test_make_judge_checks_its_config(tmp_path: Path) -> None:
 
 
 # --- the LLM judge against the local test server ---------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def llm_url() -> str:
-    try:
-        with urllib.request.urlopen(f"{LLM_URL}/models", timeout=10) as response:
-            models = [m.get("id") for m in json.load(response).get("data", [])]
-    except (OSError, ValueError) as e:
-        pytest.skip(f"local LLM server not running at {LLM_URL} ({e}): bash tests/llm/server.sh start")
-    if LLM_MODEL not in models:
-        pytest.fail(f"the server at {LLM_URL} serves {models}, not {LLM_MODEL!r}")
-    return LLM_URL
 
 
 @pytest.mark.llm
