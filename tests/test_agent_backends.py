@@ -12,6 +12,7 @@ import copy
 import json
 import os
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,9 @@ N_PROMPTS = 5
 
 
 @pytest.fixture(scope="module")
-def tiny(cache_dir: Path) -> dict[str, Any]:
-    """The project's tiny model and tokenizer, and chat prompts of different lengths from the synthetic cases."""
+def tiny(cache_dir: Path) -> Iterator[dict[str, Any]]:
+    """The project's tiny model and tokenizer, and chat prompts of different lengths from the synthetic cases.
+    One torch thread, as a sweep job has (and two threads slow down many times on a busy 2-core machine)."""
     from agent_safety.config.compose import compose
     from agent_safety.data.benchmark import load_data
     from agent_safety.pairs.formatting import prompt_messages
@@ -45,7 +47,10 @@ def tiny(cache_dir: Path) -> dict[str, Any]:
     tokenizer, model = load_tokenizer(path, cfg.model), load_model(path, cfg.model)
     prompts = [prompt_messages(case, bench.toolkits) for case in list(bench.cases.values())[:N_PROMPTS]]
     assert len({len(render(tokenizer, p)) for p in prompts}) == N_PROMPTS  # left padding gets exercised
-    return {"path": path, "tokenizer": tokenizer, "model": model, "prompts": prompts, "cfg": cfg}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield {"path": path, "tokenizer": tokenizer, "model": model, "prompts": prompts, "cfg": cfg}
+    torch.set_num_threads(threads)
 
 
 def reference(tiny: dict[str, Any], messages: list[dict[str, str]], n: int) -> list[int]:
@@ -134,6 +139,20 @@ def test_sampling_is_reproducible_from_the_seed_and_leaves_the_global_rng_alone(
     assert [g.completion_tokens for g in first] == budgets
     greedy = TransformersAgent(tiny["model"], tiny["tokenizer"]).generate(prompts, budgets, [])
     assert first != greedy and sample(1) != first
+
+
+def test_sampling_defaults_in_the_models_generation_config_do_not_change_greedy_output(tiny: dict[str, Any]) -> None:
+    model, prompts = tiny["model"], tiny["prompts"][:3]
+    plain = TransformersAgent(model, tiny["tokenizer"]).generate(prompts, [20] * 3, [])
+    saved = model.generation_config
+    model.generation_config = copy.deepcopy(saved)
+    config = model.generation_config  # what Qwen2.5-Instruct ships: sampling, top-k/p and a repetition penalty
+    config.do_sample, config.temperature, config.top_k, config.top_p, config.repetition_penalty = \
+        True, 0.7, 20, 0.8, 1.05
+    try:
+        assert TransformersAgent(model, tiny["tokenizer"]).generate(prompts, [20] * 3, []) == plain
+    finally:
+        model.generation_config = saved
 
 
 def test_the_model_is_put_back_in_its_mode(tiny: dict[str, Any]) -> None:
