@@ -9,15 +9,13 @@ window must give exactly those tokens, cut where the contract says.
 from __future__ import annotations
 
 import copy
-import json
-import os
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from conftest import LLM_MODEL
 
 from agent_safety.config.schema import AgentConfig, EndpointConfig
 from agent_safety.evaluate.generative.agent import (
@@ -244,23 +242,6 @@ def test_vllm_generates_each_prompt_to_its_budget_and_cuts_at_stop(tiny: dict[st
         assert stop not in cut.text and gens[3].text.startswith(cut.text) and cut.completion_tokens < 24
     finally:
         agent.close()
-
-
-LLM_URL = os.environ.get("AGENT_SAFETY_TEST_LLM_URL", "http://127.0.0.1:18080/v1").rstrip("/")
-LLM_MODEL = "smollm2-135m"
-
-
-@pytest.fixture(scope="module")
-def llm_url() -> str:
-    """The local server's base URL, or a visible skip when it does not answer."""
-    try:
-        with urllib.request.urlopen(f"{LLM_URL}/models", timeout=10) as response:  # a busy server answers late
-            served = [m.get("id") for m in json.load(response).get("data", [])]
-    except (OSError, ValueError) as e:
-        pytest.skip(f"local LLM server not running at {LLM_URL} ({e}): bash tests/llm/server.sh start")
-    if LLM_MODEL not in served:
-        pytest.skip(f"the server at {LLM_URL} serves {served}, not {LLM_MODEL!r}")
-    return LLM_URL
 
 
 @pytest.mark.llm
