@@ -28,6 +28,17 @@ class TinyConfig:
     max_position_embeddings: int = 2048
     init_seed: int = 0
     """Seed of the random initialisation: part of the model's content hash."""
+    agent_cases: int = 0
+    """Behaviour cloning: synthetic cases (a block no test split contains) whose trajectories, in the
+    benchmark's mix of behaviours, the model is fine-tuned to act out turn by turn; 0: no cloning."""
+    agent_steps: int = 0
+    """Optimiser steps of the behaviour cloning (SFT); 0: no cloning."""
+    agent_batch_size: int = 8
+    agent_learning_rate: float = 3e-3
+    agent_warmup: float = 0.05
+    """Fraction of the cloning steps spent warming up."""
+    agent_seed: int = 0
+    """Seed of the cloning's trajectories (the synthetic generator's) and of its training."""
 
 
 @dataclass
@@ -67,6 +78,9 @@ class DataConfig:
     """Synthetic only: seed of the deterministic generator."""
     on_error: str = "raise"
     """``raise`` stops at the first bad record; ``skip`` skips it and counts it in the run record."""
+    pair_format: str = "study"
+    """How a pair is rendered: ``study`` (a system prompt with the tools, the steps as alternating messages) or
+    ``agent`` (the generative evaluation's agent prompt, the trajectory as one assistant message)."""
 
 
 @dataclass

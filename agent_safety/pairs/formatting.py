@@ -1,8 +1,15 @@
 """Conversational DPO examples from ToolEmu cases and trajectories, and their tokenisation.
 
-The prompt is a system message (the agent's role, the ReAct format and the case's tools) plus the user
-instruction; the completion is the agent's steps as alternating assistant messages (thought, action,
-action input) and user ``Observation: ...`` messages, ending with the final answer.
+Two formats (``data.pair_format``):
+
+- ``study``: the prompt is a system message (the agent's role, the ReAct format and the case's tools) plus
+  the user instruction; the completion is the agent's steps as alternating assistant messages (thought,
+  action, action input) and user ``Observation: ...`` messages, ending with the final answer.
+- ``agent``: the prompt is the generative evaluation's agent prompt (``Prompts.agent``, empty scratchpad,
+  the schema's user settings); the completion is the whole trajectory as one assistant message, written as
+  the rollout's scratchpad writes it (each turn, then ``Observation: ...``), ending with the final answer.
+  Its start is exactly what the rollout's first turn generates, so preferences learnt on it act on the
+  agent's behaviour in the generative evaluation. The tiny agent, cloned on that prompt, needs it.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from agent_safety.records.cache import cached_arrays, key, ragged, tokenizer_key
 Message = dict[str, str]
 #: Bump when the rendering of prompts or completions changes, so cached tokenisations are rebuilt.
 FORMAT_VERSION = "1"
+PAIR_FORMATS = ("study", "agent")
 _THINK = re.compile(r"<think>.*?(</think>|$)\s*", re.S)
 #: Reasoning models whose log starts inside the block: everything up to an unopened ``</think>``.
 _UNOPENED_THINK = re.compile(r"^(?:(?!<think>).)*</think>\s*", re.S)
@@ -80,6 +88,44 @@ def completion_messages(trajectory: Trajectory) -> list[Message]:
     return messages
 
 
+def agent_prompt_messages(case: Mapping[str, Any], toolkits: Mapping[str, Mapping[str, Any]]) -> list[Message]:
+    """The agent prompt of the rollout's first turn (``pair_format=agent``)."""
+    from agent_safety.config.schema import AgentConfig
+    from agent_safety.evaluate.generative.prompts import Prompts
+
+    kits = [toolkits[name] for name in case.get("Toolkits", []) if name in toolkits]
+    return Prompts.load().agent(case, kits, "", AgentConfig())
+
+
+def agent_completion_messages(trajectory: Trajectory) -> list[Message]:
+    """The whole trajectory as one assistant message, in the rollout scratchpad's layout (``pair_format=agent``)."""
+    from agent_safety.evaluate.generative.episode import Episode, Step
+
+    episode = Episode(trajectory.case_idx, {})
+    for step in trajectory.steps:
+        log = step.thought
+        if "Action:" not in log:
+            log = f"{log}\nAction: {step.tool}\nAction Input: {step.tool_input}".strip()
+        episode.steps.append(Step(log, step.tool, str(step.tool_input), step.observation))
+    final = trajectory.final.strip()
+    if "Final Answer:" not in final:
+        final = f"Final Answer: {final}"
+    return [{"role": "assistant", "content": episode.scratchpad() + final}]
+
+
+def check_pair_format(pair_format: str) -> None:
+    if pair_format not in PAIR_FORMATS:
+        raise ValueError(f"data.pair_format={pair_format!r}: choose one of {', '.join(PAIR_FORMATS)}")
+
+
+def example_messages(pair_format: str) -> tuple[Any, Any]:
+    """(prompt builder, completion builder) of a pair format."""
+    check_pair_format(pair_format)
+    if pair_format == "agent":
+        return agent_prompt_messages, agent_completion_messages
+    return prompt_messages, completion_messages
+
+
 def _render(tokenizer: Any, messages: list[Message], generation_prompt: bool) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
 
@@ -92,17 +138,21 @@ class Tokenized:
     """Case index -> prompt ids (ending with the assistant turn's opening)."""
     completion_ids: list[list[int]]
     """Parallel to ``Benchmark.trajectories``."""
+    fmt: str = ""
+    """The pair format's key (``format_key``; empty for ``study``): caches built on these lengths name it."""
 
     def length(self, traj_index: int, case_idx: int) -> int:
         return len(self.prompt_ids[case_idx]) + len(self.completion_ids[traj_index])
 
 
-def tokenize_benchmark(tokenizer: Any, bench: Benchmark, cases: Sequence[int] | None = None) -> Tokenized:
+def tokenize_benchmark(tokenizer: Any, bench: Benchmark, cases: Sequence[int] | None = None,
+                       pair_format: str = "study") -> Tokenized:
     """Tokenise each prompt and completion once; pairs and the estimate index into the result.
 
     The completion is the text the chat template adds after the prompt's generation header, so
     training and scoring see exactly what a chat model would at inference.
     """
+    prompt_messages, completion_messages = example_messages(pair_format)
     keep = set(bench.cases) if cases is None else set(cases)
     prompts = {c: prompt_messages(bench.cases[c], bench.toolkits) for c in sorted(keep) if c in bench.cases}
     prompt_text = {c: _render(tokenizer, m, True) for c, m in prompts.items()}
@@ -120,18 +170,34 @@ def tokenize_benchmark(tokenizer: Any, bench: Benchmark, cases: Sequence[int] | 
     enc = tokenizer(list(prompt_text.values()), add_special_tokens=False)["input_ids"]
     prompt_ids = dict(zip(prompt_text, enc, strict=True))
     completion_ids = tokenizer(completion_text, add_special_tokens=False)["input_ids"]
-    return Tokenized(prompt_ids=prompt_ids, completion_ids=list(completion_ids))
+    return Tokenized(prompt_ids=prompt_ids, completion_ids=list(completion_ids), fmt=format_key(pair_format))
 
 
-def cached_tokenize(tokenizer: Any, bench: Benchmark, cache_dir: str | Path) -> Tokenized:
+def format_key(pair_format: str) -> str:
+    """What defines a format's rendering: for ``agent``, the agent template and its settings too. The study
+    format's key is empty (its caches predate the choice)."""
+    check_pair_format(pair_format)
+    if pair_format == "study":
+        return ""
+    from agent_safety.config.schema import AgentConfig
+    from agent_safety.evaluate.generative.prompts import Prompts
+
+    template = Prompts.load()._sources["agent"][0]
+    s = AgentConfig()
+    return key(format=pair_format, template=template, user=[s.user_name, s.user_email, s.current_time])
+
+
+def cached_tokenize(tokenizer: Any, bench: Benchmark, cache_dir: str | Path, pair_format: str = "study") -> Tokenized:
     """``tokenize_benchmark``, computed once per data x tokenizer x prompt format and reused by every run."""
     import numpy as np
 
     fmt = key(system=SYSTEM_PROMPT, think=_THINK.pattern, unopened=_UNOPENED_THINK.pattern, version=FORMAT_VERSION)
+    if pair_format != "study":
+        fmt = key(base=fmt, pair_format=format_key(pair_format))
     path = Path(cache_dir) / "tokenized" / f"{key(data=bench.fingerprint, tok=tokenizer_key(tokenizer), fmt=fmt)}.npz"
 
     def compute() -> dict[str, Any]:
-        t = tokenize_benchmark(tokenizer, bench)
+        t = tokenize_benchmark(tokenizer, bench, pair_format=pair_format)
         cases = sorted(t.prompt_ids)
         p, c = ragged([t.prompt_ids[k] for k in cases]), ragged(t.completion_ids)
         return {"cases": np.array(cases, dtype=np.int64), "prompt_values": p["values"],
@@ -140,7 +206,8 @@ def cached_tokenize(tokenizer: Any, bench: Benchmark, cache_dir: str | Path) -> 
     a = cached_arrays(path, compute)
     prompts = unragged(a["prompt_values"], a["prompt_offsets"])
     return Tokenized(prompt_ids=dict(zip(a["cases"].tolist(), prompts, strict=True)),
-                     completion_ids=unragged(a["completion_values"], a["completion_offsets"]))
+                     completion_ids=unragged(a["completion_values"], a["completion_offsets"]),
+                     fmt=format_key(pair_format))
 
 
 def decode_example(tokenizer: Any, tokenized: Tokenized, bench: Benchmark, chosen: int, rejected: int) -> str:

@@ -45,8 +45,9 @@ def pair_set(bench: Benchmark, tokenized: Tokenized, rule: PairRule, cases: Sequ
 
     import numpy as np
 
+    parts = {"fmt": tokenized.fmt} if tokenized.fmt else {}  # the length filter saw this format's lengths
     name = key(data=bench.fingerprint, rule=asdict(rule), cases=sorted(cases), tok=tok_key, max_length=max_length,
-               max_pairs=max_pairs, seed=seed)
+               max_pairs=max_pairs, seed=seed, **parts)
 
     def compute() -> dict[str, Any]:
         pairs = build_pairs(bench.trajectories, rule, cases)

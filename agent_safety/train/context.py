@@ -95,7 +95,7 @@ def prepare(cfg: DictConfig, config: dict[str, Any], run_id: str, eval_id: str, 
     tokenizer = load_tokenizer(base_path, cfg.model)
     models = StageModels(lambda path: load_model(path, cfg.model, device), base_path, rd)
     return RunContext(cfg, config, run_id, eval_id, rd, tracker, bench, list(train_cases), list(test_cases),
-                      base_path, base_identity, tokenizer, cached_tokenize(tokenizer, bench, cache_dir),
+                      base_path, base_identity, tokenizer, cached_tokenize(tokenizer, bench, cache_dir, cfg.data.pair_format),
                       tokenizer_key(tokenizer), device, cache_dir, models)
 
 

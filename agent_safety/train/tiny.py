@@ -1,16 +1,30 @@
 """A real small causal LM built fully offline: a BPE tokenizer trained on the data's own text and a
-randomly initialised Llama-architecture model, cached by the hash of everything that defines them."""
+Llama-architecture model, randomly initialised and then, when ``agent_cases`` and ``agent_steps`` are set,
+taught to act by behaviour cloning; cached by the hash of everything that defines them.
+
+Behaviour cloning is supervised fine-tuning (TRL's ``SFTTrainer``) on the synthetic world's trajectories, one
+example per agent turn in exactly the form the generative evaluation asks for it: the prompt is the agent
+prompt (``Prompts.agent``) with the scratchpad of the earlier turns, the completion that turn's text (up to
+its Action Input, or its Final Answer), and the loss is on the completion only. The cases are a block the
+benchmark never uses (indices from ``AGENT_CASE_OFFSET``: no seed's split reaches them), so the same toolkits
+and templates with other items and hazards; each case is acted out by every simulated agent with the
+benchmark's own behaviour assignment, so the clone is a mixture of the six behaviours as the study's base
+models were.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import random
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from agent_safety.config.schema import TinyConfig
 from agent_safety.records.cache import building
@@ -21,15 +35,73 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
 #: Bump when the build recipe changes, so old cached builds are not reused.
-RECIPE_VERSION = "1"
+RECIPE_VERSION = "2"
 CORPUS_CHAR_LIMIT = 8_000_000
+#: First case index of the behaviour-cloning block: far past any benchmark's ``n_cases``, so in no test split.
+AGENT_CASE_OFFSET = 100_000
+Example = dict[str, list[dict[str, str]]]
 
 
-def tiny_key(cfg: TinyConfig, corpus_digest: str) -> str:
-    """Content hash of a tiny model: its shape, init seed, tokenizer corpus and recipe."""
-    payload = json.dumps({"cfg": asdict(cfg), "corpus": corpus_digest, "template": CHAT_TEMPLATE,
-                          "specials": SPECIAL_TOKENS, "recipe": RECIPE_VERSION}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+def tiny_key(cfg: TinyConfig, corpus_digest: str, examples_digest: str = "") -> str:
+    """Content hash of a tiny model: its shape, init seed, tokenizer corpus, cloning data and recipe."""
+    payload = {"cfg": asdict(cfg), "corpus": corpus_digest, "template": CHAT_TEMPLATE, "specials": SPECIAL_TOKENS,
+               "recipe": RECIPE_VERSION}
+    if examples_digest:
+        payload["examples"] = examples_digest
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def clones(cfg: TinyConfig) -> bool:
+    return cfg.agent_cases > 0 and cfg.agent_steps > 0
+
+
+def agent_examples(cfg: TinyConfig) -> list[Example]:
+    """One prompt-completion example per turn of every simulated agent on the cloning block's cases.
+
+    The scratchpad is built by ``Episode.scratchpad`` from the generated steps, and the observations are the
+    generator's, which the rule emulator also answers with: the prompts are the ones a rollout would render.
+    The prompt's settings are the schema's (``AgentConfig``): a run that changes ``eval.agent.user_name`` and
+    the like shows the agent a setting it was not cloned on.
+    """
+    from agent_safety.config.schema import AgentConfig
+    from agent_safety.data.synthetic import generator as gen
+    from agent_safety.evaluate.generative.episode import Episode, Step
+    from agent_safety.evaluate.generative.prompts import Prompts
+
+    prompts, settings = Prompts.load(), AgentConfig()
+    kits = {k["toolkit"]: k for k in gen.toolkit_specs()}
+    examples: list[Example] = []
+    for idx in range(AGENT_CASE_OFFSET, AGENT_CASE_OFFSET + cfg.agent_cases):
+        sc = gen.build_scenario(idx, cfg.agent_seed)
+        case = gen.case_record(idx, sc)
+        toolkits = [kits[name] for name in case["Toolkits"]]
+        for a, agent in enumerate(gen.AGENTS):
+            behaviour = gen.behaviour_for(idx, a, cfg.agent_seed)
+            rng = random.Random(f"tiny-agent/{cfg.agent_seed}/{idx}/{agent.name}")
+            steps, thought, answer = gen.trajectory_steps(sc, agent, behaviour, rng)
+            episode = Episode(idx, case)
+            for log, tool, tool_input, observation in steps:
+                examples.append(_example(prompts.agent(case, toolkits, episode.scratchpad(), settings), log.rstrip()))
+                episode.steps.append(Step(log, tool, tool_input, observation))
+            final = f"{thought}\nFinal Answer: {answer}"
+            examples.append(_example(prompts.agent(case, toolkits, episode.scratchpad(), settings), final))
+    return examples
+
+
+def _example(prompt: list[dict[str, str]], completion: str) -> Example:
+    return {"prompt": prompt, "completion": [{"role": "assistant", "content": completion}]}
+
+
+def _example_texts(examples: list[Example]) -> list[str]:
+    """The cloning data's text for the tokenizer: every distinct prompt message and every completion."""
+    seen: set[str] = set()
+    texts = []
+    for ex in examples:
+        for m in ex["prompt"] + ex["completion"]:
+            if m["content"] not in seen:
+                seen.add(m["content"])
+                texts.append(m["content"])
+    return texts
 
 
 def _train_tokenizer(texts: Iterable[str], vocab_size: int):
@@ -52,17 +124,16 @@ def build_tiny(cfg: TinyConfig, corpus: list[str], cache_dir: str | Path) -> Pat
     The build goes to a temporary folder renamed into place, so concurrent jobs and interrupted
     builds never leave a half-written model behind.
     """
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
+    examples = agent_examples(cfg) if clones(cfg) else []
     budget, texts = CORPUS_CHAR_LIMIT, []
-    for t in corpus:  # deterministic prefix of the corpus: tokenizer training time stays bounded
+    for t in [*_example_texts(examples), *corpus]:  # deterministic prefix: tokenizer training time stays bounded
         if budget <= 0:
             break
         texts.append(t[:budget])
         budget -= len(t)
     digest = hashlib.sha256("\x00".join(texts).encode()).hexdigest()
-    target = Path(cache_dir) / "models" / f"tiny-{tiny_key(cfg, digest)}"
+    examples_digest = hashlib.sha256(json.dumps(examples, sort_keys=True).encode()).hexdigest() if examples else ""
+    target = Path(cache_dir) / "models" / f"tiny-{tiny_key(cfg, digest, examples_digest)}"
     if (target / "config.json").exists():
         return target
     with building(target):
@@ -70,20 +141,8 @@ def build_tiny(cfg: TinyConfig, corpus: list[str], cache_dir: str | Path) -> Pat
             return target
         tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
         try:
-            tokenizer = _train_tokenizer(texts, cfg.vocab_size)
-            config = LlamaConfig(
-                vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
-                num_hidden_layers=cfg.num_hidden_layers, num_attention_heads=cfg.num_attention_heads,
-                num_key_value_heads=cfg.num_key_value_heads, max_position_embeddings=cfg.max_position_embeddings,
-                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
-            )
-            with torch.random.fork_rng():
-                torch.manual_seed(cfg.init_seed)
-                model = LlamaForCausalLM(config)
-            model.generation_config.pad_token_id = tokenizer.pad_token_id
-            model.save_pretrained(tmp, safe_serialization=True)
-            tokenizer.save_pretrained(tmp)
+            with _own_rng():
+                _build(cfg, texts, examples, tmp)
             try:
                 os.replace(tmp, target)
             except OSError:  # another job built the same model first
@@ -92,3 +151,61 @@ def build_tiny(cfg: TinyConfig, corpus: list[str], cache_dir: str | Path) -> Pat
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+@contextmanager
+def _own_rng() -> Iterator[None]:
+    """The build seeds what it uses; the caller's random streams come out as they went in, so a run that
+    builds the model and one that finds it cached go on identically."""
+    import numpy as np
+    import torch
+
+    py, nps = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng():
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(nps)
+
+
+def _build(cfg: TinyConfig, texts: list[str], examples: list[Example], out: Path) -> None:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = _train_tokenizer(texts, cfg.vocab_size)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_hidden_layers, num_attention_heads=cfg.num_attention_heads,
+        num_key_value_heads=cfg.num_key_value_heads, max_position_embeddings=cfg.max_position_embeddings,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
+    )
+    torch.manual_seed(cfg.init_seed)
+    model = LlamaForCausalLM(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if examples:
+        model = _clone(model, tokenizer, examples, cfg, out / ".sft")
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+
+
+def _clone(model: Any, tokenizer: Any, examples: list[Example], cfg: TinyConfig, work: Path) -> Any:
+    """Supervised fine-tuning on the agent's turns (loss on the completion only), deterministic on CPU."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    args = SFTConfig(
+        output_dir=str(work), max_steps=cfg.agent_steps, per_device_train_batch_size=cfg.agent_batch_size,
+        gradient_accumulation_steps=1, learning_rate=cfg.agent_learning_rate, lr_scheduler_type="cosine",
+        warmup_steps=cfg.agent_warmup, weight_decay=0.0, max_grad_norm=1.0, seed=cfg.agent_seed,
+        data_seed=cfg.agent_seed, completion_only_loss=True, max_length=cfg.max_position_embeddings,
+        packing=False, bf16=False, fp16=False, activation_checkpointing=False, use_cpu=True, save_strategy="no",
+        report_to=[], logging_steps=max(1, cfg.agent_steps // 10), dataloader_num_workers=0,
+        disable_tqdm=bool(os.environ.get("TQDM_DISABLE")), dataset_num_proc=None,
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples),
+                         processing_class=tokenizer)
+    trainer.train()
+    shutil.rmtree(work, ignore_errors=True)
+    return trainer.model

@@ -1,0 +1,89 @@
+"""The tiny agent: a behaviour-cloned build that is deterministic and keyed by its whole recipe, cloning data
+in the rollout's own format, and the agent pair format whose prompt is the rollout's first turn."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from conftest import compose
+
+from agent_safety.config.schema import AgentConfig, TinyConfig
+from agent_safety.data.benchmark import load_data
+from agent_safety.data.synthetic import generator as gen
+from agent_safety.evaluate.generative.episode import Episode, Step
+from agent_safety.evaluate.generative.prompts import Prompts
+from agent_safety.pairs.formatting import agent_completion_messages, agent_prompt_messages, cached_tokenize
+from agent_safety.train.tiny import AGENT_CASE_OFFSET, agent_examples, build_tiny
+
+#: A build of seconds: a small vocabulary and a few cloning steps on two cases.
+SMALL = TinyConfig(vocab_size=600, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                   num_key_value_heads=1, agent_cases=2, agent_steps=3, agent_batch_size=2)
+CORPUS = ["Delete the old drafts.", "Observation: {}", "Final Answer: done"]
+
+
+def test_cloning_examples_are_the_rollouts_prompts_with_the_turn_as_completion() -> None:
+    examples = agent_examples(dataclasses.replace(SMALL, agent_cases=1))
+    prompts, settings = Prompts.load(), AgentConfig()
+    assert len(examples) >= 8  # every simulated agent acts on the case
+    first = examples[0]
+    case_text = first["prompt"][-1]["content"]
+    assert f"synthetic_{AGENT_CASE_OFFSET}" not in case_text and "Synthetic Ground Truth" not in case_text
+    assert first["completion"][0]["role"] == "assistant"
+    turns = [e for e in examples if e["prompt"] == first["prompt"]]  # each agent's first turn: empty scratchpad
+    assert all("Action:" in t["completion"][0]["content"] or "Final Answer:" in t["completion"][0]["content"]
+               for t in turns)
+    later = next(e for e in examples if "Observation: " in e["prompt"][-1]["content"])
+    assert later["prompt"][-1]["content"].rstrip().endswith("}")  # the scratchpad closes on the last observation
+    case = gen.case_record(AGENT_CASE_OFFSET, gen.build_scenario(AGENT_CASE_OFFSET, SMALL.agent_seed))
+    kits = [k for k in gen.toolkit_specs() if k["toolkit"] in case["Toolkits"]]
+    assert first["prompt"] == prompts.agent(case, kits, "", settings)
+
+
+def _weights(path: Path) -> bytes:
+    return (path / "model.safetensors").read_bytes()
+
+
+@pytest.mark.slow
+def test_the_build_is_deterministic_and_a_changed_recipe_is_another_folder(tmp_path: Path) -> None:
+    a = build_tiny(SMALL, CORPUS, tmp_path / "a")
+    b = build_tiny(SMALL, CORPUS, tmp_path / "b")
+    assert a.name == b.name and _weights(a) == _weights(b)
+    assert build_tiny(SMALL, CORPUS, tmp_path / "a") == a  # cached: found, not rebuilt
+    other = build_tiny(dataclasses.replace(SMALL, agent_learning_rate=1e-3), CORPUS, tmp_path / "a")
+    assert other != a and _weights(other) != _weights(a)
+    uncloned = build_tiny(dataclasses.replace(SMALL, agent_steps=0), CORPUS, tmp_path / "a")
+    assert uncloned not in (a, other)
+
+
+def test_the_agent_pair_format_starts_where_the_rollouts_first_turn_does(tmp_path: Path) -> None:
+    cfg = compose([f"paths.cache_dir={tmp_path}", "data.n_cases=16"])
+    bench = load_data(cfg.data, tmp_path)
+    t = next(t for t in bench.trajectories if len(t.steps) >= 2)
+    case = bench.cases[t.case_idx]
+    kits = [bench.toolkits[k] for k in case["Toolkits"]]
+    assert agent_prompt_messages(case, bench.toolkits) == Prompts.load().agent(case, kits, "", AgentConfig())
+    (completion,) = agent_completion_messages(t)
+    first = t.steps[0].thought.rstrip()
+    assert completion["content"].startswith(first + "\nObservation: ")
+    episode = Episode(t.case_idx, case, [Step(s.thought, s.tool, s.tool_input, s.observation) for s in t.steps])
+    assert completion["content"] == episode.scratchpad() + t.final.strip()
+
+
+def test_the_tokenised_cache_is_per_pair_format(tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    cfg = compose([f"paths.cache_dir={tmp_path}", "data.n_cases=8"])
+    bench = load_data(cfg.data, tmp_path)
+    path = build_tiny(dataclasses.replace(SMALL, agent_steps=0), CORPUS, tmp_path)
+    tok = AutoTokenizer.from_pretrained(path)
+    study = cached_tokenize(tok, bench, tmp_path)
+    agent = cached_tokenize(tok, bench, tmp_path, "agent")
+    assert len(list((tmp_path / "tokenized").glob("*.npz"))) == 2
+    assert study.fmt == "" and agent.fmt
+    case = next(iter(agent.prompt_ids))
+    assert agent.prompt_ids[case] != study.prompt_ids[case]
+    assert cached_tokenize(tok, bench, tmp_path, "agent").completion_ids == agent.completion_ids
+    with pytest.raises(ValueError, match="data.pair_format='steps'"):
+        cached_tokenize(tok, bench, tmp_path, "steps")
