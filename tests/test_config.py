@@ -25,7 +25,9 @@ def test_every_option_composes_and_validates(group: str, option: str) -> None:
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in ("eval/agent", "eval/emulator", "eval/judge")
                                           for o in options(g)])
-def test_every_evaluation_role_composes_and_validates(group: str, option: str) -> None:
+def test_every_evaluation_role_composes_and_validates(group: str, option: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-key")  # gpt5m names it; validation checks it is set
     cfg = compose(["eval=generative", f"{group}={option}"])
     validate(cfg)
     role = group.split("/")[1]

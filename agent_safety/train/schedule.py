@@ -56,6 +56,7 @@ def run_schedule(cfg: DictConfig) -> RunResult:
     from agent_safety.config.validate import validate
     from agent_safety.launch.cluster import job_info
     from agent_safety.records.tracking import start as start_tracking
+    from agent_safety.train.context import configure_threads
 
     validate(cfg)
     rid, rd, config = run_dir_for(cfg)
@@ -71,6 +72,7 @@ def run_schedule(cfg: DictConfig) -> RunResult:
         shutil.rmtree(rd.root)
     rd.root.mkdir(parents=True, exist_ok=True)
     rd.write_config(config)
+    configure_threads(cfg.threads)  # before job_info() records the threads this job got
     rd.set_status("running", run_id=rid, group=cfg.group, started=_now(),
                   attempt=int(rd.status().get("attempt") or 0) + 1, job=job_info(), note=None)
     stages = list(cfg.schedule.stages)
