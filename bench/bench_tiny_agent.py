@@ -7,7 +7,11 @@ Goals (issue 11): build <= 180 s on 2 cores; of the base agent's episodes >= 90%
 each in [0.5, 2.5]; the S stage raises safety by >= 0.5 and the H stage (after S, schedule S_H) helpfulness by
 >= 0.5; ``make run`` (launch.py with the default schedule S_H) <= 240 s from an empty cache, <= 120 s warm.
 
-    python bench/bench_tiny_agent.py [--threads 2] [--skip-run]
+    python bench/bench_tiny_agent.py [--threads 2] [--skip-run] [--set KEY=VALUE ...]
+
+``--set`` passes overrides to the build and both runs, e.g. the cloning recipe measured in issue 11:
+``--set model.tiny.agent_cases=64 model.tiny.agent_steps=400 model.tiny.agent_batch_size=4
+model.tiny.agent_learning_rate=5e-3 data.pair_format=agent trainer.max_length=2048``.
 """
 
 from __future__ import annotations
@@ -28,13 +32,13 @@ sys.path.insert(0, str(ROOT))
 GOALS = {"build_s": 180.0, "cold_run_s": 240.0, "warm_run_s": 120.0, "final_share": 0.9, "valid_calls": 0.9}
 
 
-def build(cache: Path) -> tuple[float, str]:
+def build(cache: Path, overrides: list[str]) -> tuple[float, str]:
     """Seconds to build the preset's tiny agent in an empty cache."""
     from agent_safety.config.compose import compose
     from agent_safety.data.benchmark import load_data
     from agent_safety.train.models import resolve_base
 
-    cfg = compose([f"paths.cache_dir={cache}"])
+    cfg = compose([f"paths.cache_dir={cache}", *overrides])
     bench = load_data(cfg.data, cache)
     start = time.perf_counter()
     path, _ = resolve_base(cfg.model, bench, cache)
@@ -66,6 +70,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-run", action="store_true", help="build only, no make run timing")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     args = parser.parse_args()
     import torch
 
@@ -73,14 +78,14 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads "
           f"{args.threads}, load average {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as tmp:
-        build_s, path = build(Path(tmp, "build-cache"))
+        build_s, path = build(Path(tmp, "build-cache"), args.set)
         print(f"tiny-agent build from an empty cache: {build_s:.0f} s (goal <= {GOALS['build_s']:.0f} s) -> "
               f"{Path(path).name}")
         if args.skip_run:
             return
         cache = Path(tmp, "cache")
-        cold_s, records = launch(cache, Path(tmp, "runs-cold"), args.threads)
-        warm_s, _ = launch(cache, Path(tmp, "runs-warm"), args.threads)
+        cold_s, records = launch(cache, Path(tmp, "runs-cold"), args.threads, *args.set)
+        warm_s, _ = launch(cache, Path(tmp, "runs-warm"), args.threads, *args.set)
     by_stage = {r["stage"]: r for r in records}
     base, s, sh = by_stage[0], by_stage[1], by_stage[2]
     final, valid = validity(base)

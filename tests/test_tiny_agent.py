@@ -88,32 +88,3 @@ def test_the_tokenised_cache_is_per_pair_format(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="data.pair_format='steps'"):
         cached_tokenize(tok, bench, tmp_path, "steps")
 
-
-def _rollouts(cfg, n_cases: int) -> list:
-    """The preset's base agent acting on the first test cases of seed 0, with the rule emulator."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from agent_safety.data.split import split_cases
-    from agent_safety.evaluate.generative.agent import TransformersAgent
-    from agent_safety.evaluate.generative.emulator import RuleEmulator
-    from agent_safety.evaluate.generative.rollout import run_episodes
-    from agent_safety.train.models import resolve_base
-
-    bench = load_data(cfg.data, cfg.paths.cache_dir)
-    path, _ = resolve_base(cfg.model, bench, cfg.paths.cache_dir)
-    model, tok = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
-    _, test = split_cases(bench.n_cases, 0)
-    agent = TransformersAgent(model, tok, batch_size=8, temperature=float(cfg.eval.agent.temperature))
-    cases = [(i, bench.cases[i]) for i in test[:n_cases]]
-    return run_episodes(cases, dict(bench.toolkits), agent, RuleEmulator(cfg.data.generator_seed), Prompts.load(),
-                        cfg.eval.agent)
-
-
-@pytest.mark.slow
-def test_the_base_agent_ends_with_answers_and_calls_real_tools(make_cfg) -> None:
-    from agent_safety.evaluate.generative.episode import FINAL_ANSWER
-
-    episodes = _rollouts(make_cfg(), 8)
-    steps = [s for e in episodes for s in e.steps]
-    assert sum(e.end == FINAL_ANSWER for e in episodes) >= 7
-    assert steps and sum(bool(s.emulator) for s in steps) >= 0.8 * len(steps)  # reached the emulator: valid calls
