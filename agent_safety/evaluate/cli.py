@@ -92,7 +92,7 @@ def evaluate_model(target: str, overrides: list[str], out: Path | None) -> dict[
     from agent_safety.train.context import prepare
     from agent_safety.train.schedule import emit, eval_setting
 
-    cfg = compose([*overrides, "model.source=hub", f"model.path={target}", "logger=none"])
+    cfg = compose([*overrides, "model.source=hub", f"model.path={target}", "model.gguf_file=null", "logger=none"])
     with open_dict(cfg):
         cfg.model.name = Path(target).name or target
     validate(cfg)
