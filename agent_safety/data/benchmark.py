@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from agent_safety.data.toolemu import Benchmark, load_benchmark
-from agent_safety.records.cache import building
+from agent_safety.records.cache import build_once
 
 #: Bump when the synthetic generator's output changes, so cached copies are regenerated.
 SYNTHETIC_VERSION = "1"
@@ -26,22 +23,8 @@ def synthetic_root(data_cfg: Any, cache_dir: str | Path) -> Path:
         return root
     root = Path(cache_dir) / "data" / (f"synthetic-v{SYNTHETIC_VERSION}-n{data_cfg.n_cases}"
                                        f"-s{data_cfg.generator_seed}-{data_cfg.judge}")
-    if root.exists():
-        return root
-    with building(root):
-        if root.exists():
-            return root
-        tmp = Path(tempfile.mkdtemp(prefix=".gen-", dir=root.parent))
-        try:
-            generate(tmp, n_cases=data_cfg.n_cases, seed=data_cfg.generator_seed, judge=data_cfg.judge)
-            try:
-                os.replace(tmp, root)
-            except OSError:  # a concurrent job generated it first
-                if not root.exists():
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return root
+    return build_once(root, lambda tmp: generate(tmp, n_cases=data_cfg.n_cases, seed=data_cfg.generator_seed,
+                                                 judge=data_cfg.judge), marker=None)
 
 
 def data_root(data_cfg: Any, cache_dir: str | Path) -> Path:

@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -57,6 +58,34 @@ def building(target: Path) -> AbstractContextManager[bool]:
     """The lock that makes concurrent jobs build ``target`` once: a sweep's jobs start together, and the
     others wait here, then find it built."""
     return locked(target.parent / f".{target.name}.lock")
+
+
+def build_once(target: Path, build: Callable[[Path], None], marker: str | None = "config.json") -> Path:
+    """``target``, built by ``build(folder)`` the first time it is asked for and reused after.
+
+    Concurrent jobs build it once (the others wait on :func:`building`, then find it); the build fills a
+    temporary folder beside ``target`` that is renamed into place whole, so an interrupted build leaves
+    nothing half-written. ``marker``: the file whose presence says the build is there (None: the folder)."""
+
+    def done() -> bool:
+        return (target / marker).exists() if marker else target.exists()
+
+    if done():
+        return target
+    with building(target):
+        if done():
+            return target
+        tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
+        try:
+            build(tmp)
+            try:
+                os.replace(tmp, target)
+            except OSError:  # another job (without a lock, on some file systems) finished first
+                if not done():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
 
 
 def _load(path: Path) -> dict[str, np.ndarray]:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -98,26 +96,11 @@ def dequantized_gguf(model_cfg: DictConfig, cache_dir: str | Path) -> Path:
     once per file content under the same lock as the tiny build, every stage, job and evaluation of a sweep
     then loads an ordinary local checkpoint (under a second) and takes the ordinary hub code path.
     """
+    from agent_safety.records.cache import build_once
+
     file = locate_gguf(model_cfg)
     target = Path(cache_dir) / "models" / f"gguf-{file.stem}-{gguf_key(file)}"
-    if (target / "config.json").exists():
-        return target
-    from agent_safety.records.cache import building
-
-    with building(target):
-        if (target / "config.json").exists():
-            return target
-        tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
-        try:
-            _convert_gguf(file, tmp, gguf_hint(model_cfg))
-            try:
-                os.replace(tmp, target)
-            except OSError:  # another job converted the same file first
-                if not (target / "config.json").exists():
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return build_once(target, lambda tmp: _convert_gguf(file, tmp, gguf_hint(model_cfg)))
 
 
 def _convert_gguf(file: Path, out: Path, hint: str) -> None:

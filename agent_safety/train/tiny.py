@@ -19,7 +19,6 @@ import json
 import os
 import random
 import shutil
-import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from agent_safety.config.schema import TinyConfig
-from agent_safety.records.cache import building
+from agent_safety.records.cache import build_once
 
 SPECIAL_TOKENS = ["<|pad|>", "<|bos|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
 CHAT_TEMPLATE = (
@@ -119,11 +118,8 @@ def _train_tokenizer(texts: Iterable[str], vocab_size: int):
 
 
 def build_tiny(cfg: TinyConfig, corpus: list[str], cache_dir: str | Path) -> Path:
-    """Return the folder of the tiny model for this corpus, building it once.
-
-    The build goes to a temporary folder renamed into place, so concurrent jobs and interrupted
-    builds never leave a half-written model behind.
-    """
+    """Return the folder of the tiny model for this corpus, built once per cache (``build_once``: under a lock,
+    renamed into place whole)."""
     examples = agent_examples(cfg) if clones(cfg) else []
     budget, texts = CORPUS_CHAR_LIMIT, []
     for t in [*_example_texts(examples), *corpus]:  # deterministic prefix: tokenizer training time stays bounded
@@ -134,23 +130,12 @@ def build_tiny(cfg: TinyConfig, corpus: list[str], cache_dir: str | Path) -> Pat
     digest = hashlib.sha256("\x00".join(texts).encode()).hexdigest()
     examples_digest = hashlib.sha256(json.dumps(examples, sort_keys=True).encode()).hexdigest() if examples else ""
     target = Path(cache_dir) / "models" / f"tiny-{tiny_key(cfg, digest, examples_digest)}"
-    if (target / "config.json").exists():
-        return target
-    with building(target):
-        if (target / "config.json").exists():
-            return target
-        tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
-        try:
-            with _own_rng():
-                _build(cfg, texts, examples, tmp)
-            try:
-                os.replace(tmp, target)
-            except OSError:  # another job built the same model first
-                if not (target / "config.json").exists():
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+
+    def build(tmp: Path) -> None:
+        with _own_rng():
+            _build(cfg, texts, examples, tmp)
+
+    return build_once(target, build)
 
 
 @contextmanager
