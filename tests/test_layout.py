@@ -119,6 +119,7 @@ def test_another_evaluation_setting_scores_a_completed_run_and_trains_nothing(ma
     assert not second.skipped_training and [r["stage"] for r in second.records] == [0, 1, 2]
     rd = RunDir(first.run_dir)
     assert len(rd.evals()) == 2 and all(ev.completed() for ev in rd.evals())
+    assert rd.config()["eval"]["per_token"] is False  # the snapshot is what trained it; eval.yaml says the rest
     ids = {r["eval_id"] for r in second.records}
     assert ids == {rd.evals()[0].eval_id} ^ {rd.evals()[1].eval_id} ^ {first.records[0]["eval_id"]}
     assert second.records[0]["safety"] == first.records[0]["safety"]  # the base: equal weights either way

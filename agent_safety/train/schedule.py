@@ -71,7 +71,8 @@ def run_schedule(cfg: DictConfig) -> RunResult:
     if cfg.force and rd.root.exists():
         shutil.rmtree(rd.root)
     rd.root.mkdir(parents=True, exist_ok=True)
-    rd.write_config(config)
+    if not trained_before:  # the snapshot is what trained the run; each evaluation keeps its own eval.yaml
+        rd.write_config(config)
     configure_threads(cfg.threads)  # before job_info() records the threads this job got
     rd.set_status("running", run_id=rid, group=cfg.group, started=_now(),
                   attempt=int(rd.status().get("attempt") or 0) + 1, job=job_info(), note=None)
