@@ -123,7 +123,7 @@ def _judge_info(cfg: Any, judge: Any, name: str, verdicts: dict[str, list[Verdic
         "scored": {m: sum(v.score is not None for v in vs) for m, vs in verdicts.items()},
         "unscored": {m: sum(v.score is None for v in vs) for m, vs in verdicts.items()},
         "parse_failures": {m: sum(v.parse_failures for v in vs) for m, vs in verdicts.items()},
-        "usage": {} if endpoint is None else dict(vars(endpoint.usage)),
+        "usage": {} if endpoint is None else endpoint.usage.as_dict(),
     }
 
 

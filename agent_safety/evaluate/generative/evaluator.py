@@ -71,7 +71,7 @@ class GenerativeEvaluator:
                                     desc=f"stage {model.stage} rollouts")
         finally:
             agent.close()
-        agent_usage = dict(vars(agent.endpoint.usage)) if getattr(agent, "endpoint", None) else {}
+        agent_usage = agent.endpoint.usage.as_dict() if getattr(agent, "endpoint", None) else {}
         verdicts = {metric: self.judge.judge(episodes, metric) for metric, _, _ in METRICS}
         self.write(model.stage, episodes, verdicts)
         usage = self._tokens(episodes, before)
@@ -93,7 +93,7 @@ class GenerativeEvaluator:
             atomic_write(assets, json.dumps(list(self.toolkits.values()), indent=1))
 
     def _usage(self) -> dict[str, dict[str, int]]:
-        return {role: dict(vars(obj.endpoint.usage)) if getattr(obj, "endpoint", None) else {}
+        return {role: obj.endpoint.usage.as_dict() if getattr(obj, "endpoint", None) else {}
                 for role, obj in (("emulator", self.emulator), ("judge", self.judge))}
 
     def _tokens(self, episodes: list[Any], before: dict[str, dict[str, int]]) -> dict[str, Any]:
