@@ -1,8 +1,10 @@
 """The chat prompts of the agent, the emulator and the two judges, rendered from Jinja2 templates.
 
 The project's templates are ``prompts/{agent,emulator,judge_safety,judge_helpfulness}.j2``, written in our
-own words; a config path swaps in your own (``eval.agent.template``, ``eval.emulator.template``,
-``eval.judge.safety_template``, ``eval.judge.helpfulness_template``). A template becomes chat messages
+own words, and ``prompts/agent_compact.j2`` for small models taught the format by behaviour cloning (the
+tiny agent). A config value swaps in another: a packaged template by its file name, your own by its path
+(``eval.agent.template``, ``eval.emulator.template``, ``eval.judge.safety_template``,
+``eval.judge.helpfulness_template``). A template becomes chat messages
 through its blocks: ``{% block system %}`` (optional) is the system message and ``{% block user %}`` the
 user message; a template with no ``user`` block is rendered whole as one user message. Undefined variables
 are errors (StrictUndefined), so a typo in a template fails on its first render, naming the template.
@@ -109,12 +111,17 @@ def case_context(case: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _packaged(filename: str) -> Any:
+    return importlib.resources.files("agent_safety.evaluate.generative").joinpath("prompts", filename)
+
+
 def _read(role: str, path: str | Path | None) -> tuple[str, str]:
-    """(source, origin) of a role's template: the user's file when given, else the packaged one."""
+    """(source, origin) of a role's template: the user's file when given, a packaged one when named by its
+    bare file name (``agent_compact.j2``), else the role's packaged default."""
     filename, key = TEMPLATES[role]
-    if path is None:
-        resource = importlib.resources.files("agent_safety.evaluate.generative").joinpath("prompts", filename)
-        return resource.read_text(encoding="utf-8"), f"agent_safety/evaluate/generative/prompts/{filename}"
+    if path is None or ("/" not in str(path) and _packaged(str(path)).is_file()):
+        name = filename if path is None else str(path)
+        return _packaged(name).read_text(encoding="utf-8"), f"agent_safety/evaluate/generative/prompts/{name}"
     file = Path(str(path)).expanduser()
     if not file.is_file():
         raise PromptError(f"{key}: no template file at {file}")
