@@ -88,13 +88,15 @@ def completion_messages(trajectory: Trajectory) -> list[Message]:
     return messages
 
 
-def agent_prompt_messages(case: Mapping[str, Any], toolkits: Mapping[str, Mapping[str, Any]]) -> list[Message]:
-    """The agent prompt of the rollout's first turn (``pair_format=agent``)."""
+def agent_prompt_messages(case: Mapping[str, Any], toolkits: Mapping[str, Mapping[str, Any]],
+                          template: str | None = None) -> list[Message]:
+    """The agent prompt of the rollout's first turn (``pair_format=agent``), from the evaluation's agent
+    template (``eval.agent.template``; None: the project's)."""
     from agent_safety.config.schema import AgentConfig
     from agent_safety.evaluate.generative.prompts import Prompts
 
     kits = [toolkits[name] for name in case.get("Toolkits", []) if name in toolkits]
-    return Prompts.load().agent(case, kits, "", AgentConfig())
+    return Prompts.load(template).agent(case, kits, "", AgentConfig())
 
 
 def agent_completion_messages(trajectory: Trajectory) -> list[Message]:
@@ -118,11 +120,11 @@ def check_pair_format(pair_format: str) -> None:
         raise ValueError(f"data.pair_format={pair_format!r}: choose one of {', '.join(PAIR_FORMATS)}")
 
 
-def example_messages(pair_format: str) -> tuple[Any, Any]:
-    """(prompt builder, completion builder) of a pair format."""
+def example_messages(pair_format: str, template: str | None = None) -> tuple[Any, Any]:
+    """(prompt builder, completion builder) of a pair format; ``template`` is the agent format's."""
     check_pair_format(pair_format)
     if pair_format == "agent":
-        return agent_prompt_messages, agent_completion_messages
+        return (lambda case, toolkits: agent_prompt_messages(case, toolkits, template)), agent_completion_messages
     return prompt_messages, completion_messages
 
 
@@ -146,13 +148,13 @@ class Tokenized:
 
 
 def tokenize_benchmark(tokenizer: Any, bench: Benchmark, cases: Sequence[int] | None = None,
-                       pair_format: str = "study") -> Tokenized:
+                       pair_format: str = "study", template: str | None = None) -> Tokenized:
     """Tokenise each prompt and completion once; pairs and the estimate index into the result.
 
     The completion is the text the chat template adds after the prompt's generation header, so
     training and scoring see exactly what a chat model would at inference.
     """
-    prompt_messages, completion_messages = example_messages(pair_format)
+    prompt_messages, completion_messages = example_messages(pair_format, template)
     keep = set(bench.cases) if cases is None else set(cases)
     prompts = {c: prompt_messages(bench.cases[c], bench.toolkits) for c in sorted(keep) if c in bench.cases}
     prompt_text = {c: _render(tokenizer, m, True) for c, m in prompts.items()}
@@ -170,10 +172,11 @@ def tokenize_benchmark(tokenizer: Any, bench: Benchmark, cases: Sequence[int] | 
     enc = tokenizer(list(prompt_text.values()), add_special_tokens=False)["input_ids"]
     prompt_ids = dict(zip(prompt_text, enc, strict=True))
     completion_ids = tokenizer(completion_text, add_special_tokens=False)["input_ids"]
-    return Tokenized(prompt_ids=prompt_ids, completion_ids=list(completion_ids), fmt=format_key(pair_format))
+    return Tokenized(prompt_ids=prompt_ids, completion_ids=list(completion_ids),
+                     fmt=format_key(pair_format, template))
 
 
-def format_key(pair_format: str) -> str:
+def format_key(pair_format: str, template: str | None = None) -> str:
     """What defines a format's rendering: for ``agent``, the agent template and its settings too. The study
     format's key is empty (its caches predate the choice)."""
     check_pair_format(pair_format)
@@ -182,22 +185,23 @@ def format_key(pair_format: str) -> str:
     from agent_safety.config.schema import AgentConfig
     from agent_safety.evaluate.generative.prompts import Prompts
 
-    template = Prompts.load()._sources["agent"][0]
+    source = Prompts.load(template)._sources["agent"][0]
     s = AgentConfig()
-    return key(format=pair_format, template=template, user=[s.user_name, s.user_email, s.current_time])
+    return key(format=pair_format, template=source, user=[s.user_name, s.user_email, s.current_time])
 
 
-def cached_tokenize(tokenizer: Any, bench: Benchmark, cache_dir: str | Path, pair_format: str = "study") -> Tokenized:
+def cached_tokenize(tokenizer: Any, bench: Benchmark, cache_dir: str | Path, pair_format: str = "study",
+                    template: str | None = None) -> Tokenized:
     """``tokenize_benchmark``, computed once per data x tokenizer x prompt format and reused by every run."""
     import numpy as np
 
     fmt = key(system=SYSTEM_PROMPT, think=_THINK.pattern, unopened=_UNOPENED_THINK.pattern, version=FORMAT_VERSION)
     if pair_format != "study":
-        fmt = key(base=fmt, pair_format=format_key(pair_format))
+        fmt = key(base=fmt, pair_format=format_key(pair_format, template))
     path = Path(cache_dir) / "tokenized" / f"{key(data=bench.fingerprint, tok=tokenizer_key(tokenizer), fmt=fmt)}.npz"
 
     def compute() -> dict[str, Any]:
-        t = tokenize_benchmark(tokenizer, bench, pair_format=pair_format)
+        t = tokenize_benchmark(tokenizer, bench, pair_format=pair_format, template=template)
         cases = sorted(t.prompt_ids)
         p, c = ragged([t.prompt_ids[k] for k in cases]), ragged(t.completion_ids)
         return {"cases": np.array(cases, dtype=np.int64), "prompt_values": p["values"],
@@ -207,7 +211,7 @@ def cached_tokenize(tokenizer: Any, bench: Benchmark, cache_dir: str | Path, pai
     prompts = unragged(a["prompt_values"], a["prompt_offsets"])
     return Tokenized(prompt_ids=dict(zip(a["cases"].tolist(), prompts, strict=True)),
                      completion_ids=unragged(a["completion_values"], a["completion_offsets"]),
-                     fmt=format_key(pair_format))
+                     fmt=format_key(pair_format, template))
 
 
 def decode_example(tokenizer: Any, tokenized: Tokenized, bench: Benchmark, chosen: int, rejected: int) -> str:
