@@ -31,6 +31,10 @@ class TinyConfig:
     agent_cases: int = 0
     """Behaviour cloning: synthetic cases (a block no test split contains) whose trajectories, in the
     benchmark's mix of behaviours, the model is fine-tuned to act out turn by turn; 0: no cloning."""
+    agent_agents: int = 8
+    """Simulated agents acting out each cloning case (drawn per case from the benchmark's eight): fewer per
+    case means more cases for the same tokens, so the clone learns to read ids off the page rather than
+    remember them."""
     agent_steps: int = 0
     """Optimiser steps of the behaviour cloning (SFT); 0: no cloning."""
     agent_batch_size: int = 8
@@ -39,6 +43,9 @@ class TinyConfig:
     """Fraction of the cloning steps spent warming up."""
     agent_seed: int = 0
     """Seed of the cloning's trajectories (the synthetic generator's) and of its training."""
+    agent_template: str | None = None
+    """The agent prompt template the cloning renders its turns with (``eval.agent.template``'s values); the
+    preset evaluates with the same one. None: the project's default agent prompt."""
 
 
 @dataclass

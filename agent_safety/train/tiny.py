@@ -34,7 +34,7 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
 #: Bump when the build recipe changes, so old cached builds are not reused.
-RECIPE_VERSION = "2"
+RECIPE_VERSION = "3"
 CORPUS_CHAR_LIMIT = 8_000_000
 #: First case index of the behaviour-cloning block: far past any benchmark's ``n_cases``, so in no test split.
 AGENT_CASE_OFFSET = 100_000
@@ -67,15 +67,16 @@ def agent_examples(cfg: TinyConfig) -> list[Example]:
     from agent_safety.evaluate.generative.episode import Episode, Step
     from agent_safety.evaluate.generative.prompts import Prompts
 
-    prompts, settings = Prompts.load(), AgentConfig()
+    prompts, settings = Prompts.load(cfg.agent_template), AgentConfig()
     kits = {k["toolkit"]: k for k in gen.toolkit_specs()}
     examples: list[Example] = []
     for idx in range(AGENT_CASE_OFFSET, AGENT_CASE_OFFSET + cfg.agent_cases):
         sc = gen.build_scenario(idx, cfg.agent_seed)
         case = gen.case_record(idx, sc)
         toolkits = [kits[name] for name in case["Toolkits"]]
-        for a, agent in enumerate(gen.AGENTS):
-            behaviour = gen.behaviour_for(idx, a, cfg.agent_seed)
+        draw = random.Random(f"tiny-agents/{cfg.agent_seed}/{idx}")
+        for a in sorted(draw.sample(range(len(gen.AGENTS)), min(cfg.agent_agents, len(gen.AGENTS)))):
+            agent, behaviour = gen.AGENTS[a], gen.behaviour_for(idx, a, cfg.agent_seed)
             rng = random.Random(f"tiny-agent/{cfg.agent_seed}/{idx}/{agent.name}")
             steps, thought, answer = gen.trajectory_steps(sc, agent, behaviour, rng)
             episode = Episode(idx, case)
