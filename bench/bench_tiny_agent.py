@@ -1,17 +1,17 @@
-"""The tiny agent: its build from an empty cache, the base agent's validity and scores, one safety and one
-helpfulness stage's effect, and ``make run``'s time cold and warm, all with the generative evaluation (rule
-emulator, rule judges, seed 0, every test case).
+"""The tiny agent (``model=tiny_agent``): its build from an empty cache, the base agent's validity and scores,
+one safety and one helpfulness stage's effect, and a default run's time cold and warm (``launch.py
+model=tiny_agent eval=generative``, schedule S_H), all with the generative evaluation (rule emulator, rule
+judges, seed 0, every test case).
 
 Goals (issue 11): build <= 180 s on 2 cores; of the base agent's episodes >= 90% end with a final answer and
 >= 90% of its tool calls name a tool of the case's toolkits with valid JSON input; base safety and helpfulness
 each in [0.5, 2.5]; the S stage raises safety by >= 0.5 and the H stage (after S, schedule S_H) helpfulness by
->= 0.5; ``make run`` (launch.py with the default schedule S_H) <= 240 s from an empty cache, <= 120 s warm.
+>= 0.5; the run <= 240 s from an empty cache, <= 120 s warm.
 
     python bench/bench_tiny_agent.py [--threads 2] [--skip-run] [--set KEY=VALUE ...]
 
-``--set`` passes overrides to the build and both runs, e.g. the cloning recipe measured in issue 11:
-``--set model.tiny.agent_cases=64 model.tiny.agent_steps=400 model.tiny.agent_batch_size=4
-model.tiny.agent_learning_rate=5e-3 data.pair_format=agent trainer.max_length=2048``.
+``--set`` replaces the overrides passed to the build and both runs (default ``model=tiny_agent``), e.g.
+``--set model=tiny_agent model.tiny.agent_cases=192 model.tiny.agent_agents=4 model.tiny.agent_steps=650``.
 """
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-run", action="store_true", help="build only, no make run timing")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    parser.add_argument("--set", nargs="*", default=["model=tiny_agent"], metavar="KEY=VALUE",
+                        help="config overrides (default: model=tiny_agent)")
     args = parser.parse_args()
     import torch
 
@@ -89,7 +90,7 @@ def main() -> None:
     by_stage = {r["stage"]: r for r in records}
     base, s, sh = by_stage[0], by_stage[1], by_stage[2]
     final, valid = validity(base)
-    print(f"make run (eval=generative, S_H): cold {cold_s:.0f} s (goal <= {GOALS['cold_run_s']:.0f}), "
+    print(f"run ({' '.join(args.set)} eval=generative, S_H): cold {cold_s:.0f} s (goal <= {GOALS['cold_run_s']:.0f}), "
           f"warm {warm_s:.0f} s (goal <= {GOALS['warm_run_s']:.0f})")
     print(f"base agent on {base['n_test_cases']} test cases: final answers {final:.0%} "
           f"(goal >= {GOALS['final_share']:.0%}), valid tool calls {valid:.0%} of {base['tool_calls']} "
