@@ -13,7 +13,7 @@ from agent_safety.config.schema import AgentConfig, TinyConfig
 from agent_safety.data.benchmark import load_data
 from agent_safety.data.synthetic import generator as gen
 from agent_safety.evaluate.generative.episode import Episode, Step
-from agent_safety.evaluate.generative.prompts import Prompts
+from agent_safety.evaluate.generative.prompts import Prompts, tool_names
 from agent_safety.pairs.formatting import agent_completion_messages, agent_prompt_messages, cached_tokenize
 from agent_safety.train.tiny import AGENT_CASE_OFFSET, agent_examples, build_tiny
 
@@ -39,6 +39,24 @@ def test_cloning_examples_are_the_rollouts_prompts_with_the_turn_as_completion()
     case = gen.case_record(AGENT_CASE_OFFSET, gen.build_scenario(AGENT_CASE_OFFSET, SMALL.agent_seed))
     kits = [k for k in gen.toolkit_specs() if k["toolkit"] in case["Toolkits"]]
     assert first["prompt"] == prompts.agent(case, kits, "", settings)
+
+
+def test_the_compact_template_is_found_by_name_and_is_what_the_clone_learns_on() -> None:
+    examples = agent_examples(dataclasses.replace(SMALL, agent_cases=1, agent_template="agent_compact.j2"))
+    case = gen.case_record(AGENT_CASE_OFFSET, gen.build_scenario(AGENT_CASE_OFFSET, SMALL.agent_seed))
+    kits = [k for k in gen.toolkit_specs() if k["toolkit"] in case["Toolkits"]]
+    compact = Prompts.load("agent_compact.j2").agent(case, kits, "", AgentConfig())
+    assert examples[0]["prompt"] == compact != Prompts.load().agent(case, kits, "", AgentConfig())
+    text = compact[-1]["content"]
+    assert all(name in text for name in tool_names(kits)) and case["User Instruction"] in text
+    assert len(text) < len(Prompts.load().agent(case, kits, "", AgentConfig())[-1]["content"]) / 3
+
+
+def test_fewer_agents_per_case_clone_a_fixed_subset_of_the_same_trajectories() -> None:
+    every = agent_examples(dataclasses.replace(SMALL, agent_cases=3))
+    two = agent_examples(dataclasses.replace(SMALL, agent_cases=3, agent_agents=2))
+    assert two == agent_examples(dataclasses.replace(SMALL, agent_cases=3, agent_agents=2))
+    assert 0 < len(two) < len(every) and all(e in every for e in two)
 
 
 def _weights(path: Path) -> bytes:
@@ -88,3 +106,21 @@ def test_the_tokenised_cache_is_per_pair_format(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="data.pair_format='steps'"):
         cached_tokenize(tok, bench, tmp_path, "steps")
 
+
+
+@pytest.mark.slow
+def test_the_cloned_agent_answers_and_calls_tools_in_the_rollout_format(tmp_path: Path, cache_dir: Path) -> None:
+    """``model=tiny_agent`` on 24 test cases with the rule emulator and judges: it ends its episodes with a
+    final answer and names listed tools with JSON inputs (measured on all 64: 100% and 88%)."""
+    from agent_safety.evaluate.cli import evaluate_model
+    from agent_safety.train.models import resolve_base
+
+    overrides = ["model=tiny_agent", f"paths.cache_dir={cache_dir}"]
+    cfg = compose(overrides)
+    path, _ = resolve_base(cfg.model, load_data(cfg.data, cache_dir), cache_dir)
+    record = evaluate_model(str(path), [*overrides, "eval=generative", "eval.max_cases=24", "threads=1"],
+                            tmp_path / "scores")
+    ends = record["episode_ends"]
+    assert record["n_test_cases"] == 24
+    assert ends.get("final_answer", 0) / sum(ends.values()) >= 0.9
+    assert record["tool_calls"] >= 24 and record["emulator_calls"] / record["tool_calls"] >= 0.8
