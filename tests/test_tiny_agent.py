@@ -13,8 +13,13 @@ from agent_safety.config.schema import AgentConfig, TinyConfig
 from agent_safety.data.benchmark import load_data
 from agent_safety.data.synthetic import generator as gen
 from agent_safety.evaluate.generative.episode import Episode, Step
-from agent_safety.evaluate.generative.prompts import Prompts, tool_names
-from agent_safety.pairs.formatting import agent_completion_messages, agent_prompt_messages, cached_tokenize
+from agent_safety.evaluate.generative.prompts import PromptError, Prompts, tool_names
+from agent_safety.pairs.formatting import (
+    agent_completion_messages,
+    agent_prompt_messages,
+    cached_tokenize,
+    format_key,
+)
 from agent_safety.train.tiny import AGENT_CASE_OFFSET, agent_examples, build_tiny
 
 #: A build of seconds: a small vocabulary and a few cloning steps on two cases.
@@ -57,6 +62,19 @@ def test_fewer_agents_per_case_clone_a_fixed_subset_of_the_same_trajectories() -
     two = agent_examples(dataclasses.replace(SMALL, agent_cases=3, agent_agents=2))
     assert two == agent_examples(dataclasses.replace(SMALL, agent_cases=3, agent_agents=2))
     assert 0 < len(two) < len(every) and all(e in every for e in two)
+
+
+def test_the_agent_pair_format_follows_the_evaluations_template(tmp_path: Path) -> None:
+    cfg = compose([f"paths.cache_dir={tmp_path}", "data.n_cases=8", "model=tiny_agent"])
+    assert cfg.eval.agent.template == cfg.model.tiny.agent_template == "agent_compact.j2"
+    bench = load_data(cfg.data, tmp_path)
+    case = bench.cases[min(bench.cases)]
+    kits = [bench.toolkits[k] for k in case["Toolkits"]]
+    expected = Prompts.load("agent_compact.j2").agent(case, kits, "", AgentConfig())
+    assert agent_prompt_messages(case, bench.toolkits, cfg.eval.agent.template) == expected
+    assert format_key("agent", "agent_compact.j2") != format_key("agent")
+    with pytest.raises(PromptError, match="^eval.agent.template: no template file at nowhere.j2$"):
+        Prompts.load("nowhere.j2")
 
 
 def _weights(path: Path) -> bytes:
