@@ -28,6 +28,10 @@ class TinyConfig:
     max_position_embeddings: int = 2048
     init_seed: int = 0
     """Seed of the random initialisation: part of the model's content hash."""
+    rope_theta: float = 10000.0
+    induction_init: bool = False
+    """Start with a copying circuit written into the weights and kept through cloning
+    (``train/induction.py``), so that the agent can read ids off the page; wants a large ``rope_theta``."""
     agent_cases: int = 0
     """Behaviour cloning: synthetic cases (a block no test split contains) whose trajectories, in the
     benchmark's mix of behaviours, the model is fine-tuned to act out turn by turn; 0: no cloning."""

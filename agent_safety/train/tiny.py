@@ -47,6 +47,10 @@ def tiny_key(cfg: TinyConfig, corpus_digest: str, examples_digest: str = "") -> 
                "recipe": RECIPE_VERSION}
     if examples_digest:
         payload["examples"] = examples_digest
+    if cfg.induction_init:
+        from agent_safety.train.induction import CONSTANTS
+
+        payload["induction"] = CONSTANTS
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -165,13 +169,22 @@ def _build(cfg: TinyConfig, texts: list[str], examples: list[Example], out: Path
         num_hidden_layers=cfg.num_hidden_layers, num_attention_heads=cfg.num_attention_heads,
         num_key_value_heads=cfg.num_key_value_heads, max_position_embeddings=cfg.max_position_embeddings,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False, rope_theta=cfg.rope_theta,
     )
     torch.manual_seed(cfg.init_seed)
     model = LlamaForCausalLM(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if cfg.induction_init:
+        from agent_safety.train import induction
+
+        induction.install(model, cfg.init_seed)
     if examples:
+        hooks = induction.protect(model) if cfg.induction_init else []
         model = _clone(model, tokenizer, examples, cfg, out / ".sft")
+        for hook in hooks:
+            hook.remove()
+        for param in model.parameters():
+            param.requires_grad_(True)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
 
