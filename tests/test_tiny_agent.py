@@ -129,7 +129,8 @@ def test_the_tokenised_cache_is_per_pair_format(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_the_cloned_agent_answers_and_calls_tools_in_the_rollout_format(tmp_path: Path, cache_dir: Path) -> None:
     """``model=tiny_agent`` on 24 test cases with the rule emulator and judges: it ends its episodes with a
-    final answer and names listed tools with JSON inputs (measured on all 64: 100% and 88%)."""
+    final answer and names listed tools with JSON inputs (measured: 96% and 90% on these 24, 97% and 92% on
+    all 64)."""
     from agent_safety.evaluate.cli import evaluate_model
     from agent_safety.train.models import resolve_base
 
@@ -142,3 +143,75 @@ def test_the_cloned_agent_answers_and_calls_tools_in_the_rollout_format(tmp_path
     assert record["n_test_cases"] == 24
     assert ends.get("final_answer", 0) / sum(ends.values()) >= 0.9
     assert record["tool_calls"] >= 24 and record["emulator_calls"] / record["tool_calls"] >= 0.8
+
+
+def _copy_accuracy(model, n: int = 60) -> float:
+    import torch
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(10, model.config.vocab_size, (4, n), generator=g)
+    seq = torch.cat([x, x], 1)
+    with torch.no_grad():
+        pred = model(seq).logits[:, n:-1].argmax(-1)
+    return (pred == seq[:, n + 1:]).float().mean().item()
+
+
+def _induction_attention(model, n: int = 60) -> float:
+    """Mean attention of layer 2's head 0, on the second copy of a random sequence, to the token after the
+    current token's first occurrence."""
+    import torch
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(10, model.config.vocab_size, (4, n), generator=g)
+    with torch.no_grad():
+        att = model(torch.cat([x, x], 1), output_attentions=True).attentions[1][:, 0]
+    rows = torch.arange(n, 2 * n - 1)
+    return att[:, rows, rows - n + 1].mean().item()
+
+
+def test_the_induction_circuit_copies_and_protect_keeps_it_through_training() -> None:
+    """Written into a random model, the circuit predicts a repeated random sequence; under ``protect`` a
+    hundred Adam steps leave its weights as they were while the rest of the model trains (without, the same
+    steps move them and the copying is gone)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from agent_safety.train import induction
+
+    def fresh() -> LlamaForCausalLM:
+        torch.manual_seed(0)
+        config = LlamaConfig(vocab_size=1024, hidden_size=192, intermediate_size=384, num_hidden_layers=2,
+                             num_attention_heads=4, num_key_value_heads=2, rope_theta=1e6,
+                             attn_implementation="eager")
+        return induction.install(LlamaForCausalLM(config), seed=0)
+
+    def train(model: LlamaForCausalLM) -> None:
+        opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+        g = torch.Generator().manual_seed(2)
+        for _ in range(100):
+            x = torch.randint(10, 1024, (4, 32), generator=g)
+            loss = model(x, labels=x).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+    kept, free = fresh(), fresh()
+    assert _copy_accuracy(kept) > 0.9 and _copy_accuracy(LlamaForCausalLM(kept.config)) < 0.05
+    assert _induction_attention(kept) > 0.9
+    layers = kept.model.layers
+    circuit = [w.detach().clone() for w in (kept.model.embed_tokens.weight, layers[1].self_attn.k_proj.weight,
+                                            layers[0].self_attn.q_proj.weight)]
+    hooks = induction.protect(kept)
+    train(kept)
+    train(free)
+    assert _induction_attention(free) < 0.5
+    after = (kept.model.embed_tokens.weight, layers[1].self_attn.k_proj.weight, layers[0].self_attn.q_proj.weight)
+    d = 192 // 4
+    assert torch.equal(circuit[0], after[0]) and torch.equal(circuit[1][:d], after[1][:d])
+    assert torch.equal(circuit[2][:d], after[2][:d]) and not torch.equal(circuit[2][d:], after[2][d:])
+    assert not torch.equal(circuit[1], free.model.layers[1].self_attn.k_proj.weight)
+    for hook in hooks:
+        hook.remove()
+    with pytest.raises(ValueError, match="induction_init needs at least 2 layers"):
+        induction.install(LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=192, num_hidden_layers=1,
+                                                       num_attention_heads=4, num_key_value_heads=2)), 0)
