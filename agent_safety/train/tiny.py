@@ -10,6 +10,9 @@ benchmark never uses (indices from ``AGENT_CASE_OFFSET``: no seed's split reache
 and templates with other items and hazards; each case is acted out by every simulated agent with the
 benchmark's own behaviour assignment, so the clone is a mixture of the six behaviours as the study's base
 models were.
+
+With ``induction_init`` the random initialisation first gets a copying circuit (``train/induction.py``), kept
+through the cloning, so that the agent can copy what its context shows (keywords, paths, names).
 """
 
 from __future__ import annotations
