@@ -210,8 +210,8 @@ def test_the_induction_circuit_copies_and_protect_keeps_it_through_training() ->
     assert torch.equal(circuit[0], after[0]) and torch.equal(circuit[1][:d], after[1][:d])
     assert torch.equal(circuit[2][:d], after[2][:d]) and not torch.equal(circuit[2][d:], after[2][d:])
     assert not torch.equal(circuit[1], free.model.layers[1].self_attn.k_proj.weight)
-    for hook in hooks:
-        hook.remove()
+    induction.release(kept, hooks)
+    assert all(p.requires_grad for p in kept.parameters())
     with pytest.raises(ValueError, match="induction_init needs at least 2 layers"):
         induction.install(LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=192, num_hidden_layers=1,
                                                        num_attention_heads=4, num_key_value_heads=2)), 0)

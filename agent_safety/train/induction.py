@@ -41,6 +41,13 @@ def check_shape(hidden: int, heads: int, layers: int) -> None:
                          f"num_attention_heads={heads}, num_hidden_layers={layers}")
 
 
+def _layout(config: Any) -> tuple[int, int, int, int, int]:
+    """(head_dim, identity dims, constant dim, copied identity's first dim, previous identity's first dim)."""
+    d = config.hidden_size // config.num_attention_heads
+    a = config.hidden_size - 2 * d - 1
+    return d, a, a, a + 1, config.hidden_size - d
+
+
 def install(model: Any, seed: int) -> Any:
     """Write the circuit into a freshly initialised ``LlamaForCausalLM`` (in place); returns it."""
     import torch
@@ -48,9 +55,7 @@ def install(model: Any, seed: int) -> Any:
     c = model.config
     hidden, heads = c.hidden_size, c.num_attention_heads
     check_shape(hidden, heads, c.num_hidden_layers)
-    d = hidden // heads
-    a, prev = hidden - 2 * d - 1, hidden - d
-    const, copy = a, a + 1  # the constant dimension; the copied token's identity (d dims); then the previous's
+    d, a, const, copy, prev = _layout(c)
     theta = float((getattr(c, "rope_parameters", None) or {}).get("rope_theta", getattr(c, "rope_theta", 1e4)))
     freqs = [theta ** (-2 * f / d) for f in range(d // 2)]
     rms = math.sqrt(2.0 / hidden)  # an embedding has squared norm 2: identity 1, constant 1
@@ -111,20 +116,15 @@ def protect(model: Any) -> list[Any]:
     """
     import torch
 
-    c = model.config
-    d = c.hidden_size // c.num_attention_heads
-    hidden = c.hidden_size
-    a, prev = hidden - 2 * d - 1, hidden - d
-    copy = a + 1
+    d, _, _, copy, prev = _layout(model.config)
     model.model.embed_tokens.weight.requires_grad_(False)
     for layer in model.model.layers[:2]:
         layer.input_layernorm.weight.requires_grad_(False)
-    masks: list[tuple[Any, torch.Tensor]] = []
+    masks: dict[int, tuple[Any, torch.Tensor]] = {}
 
     def keep(weight: Any, *index: Any) -> None:
-        mask = torch.ones_like(weight)
+        _, mask = masks.setdefault(id(weight), (weight, torch.ones_like(weight)))
         mask[index] = 0
-        masks.append((weight, mask))
 
     keep(model.lm_head.weight, slice(None), slice(copy, copy + d))
     for i, layer in enumerate(model.model.layers[:2]):
@@ -132,13 +132,15 @@ def protect(model: Any) -> list[Any]:
         for proj in (attn.q_proj, attn.k_proj, attn.v_proj):
             keep(proj.weight, slice(0, d))
         keep(attn.o_proj.weight, slice(None), slice(0, d))
-        if i == 0:
+        if i == 0:  # nothing else may write where layer 2 reads the previous token
             keep(attn.o_proj.weight, slice(prev, None), slice(None))
             keep(layer.mlp.down_proj.weight, slice(prev, None))
-    merged: dict[int, tuple[Any, torch.Tensor]] = {}
-    for weight, mask in masks:  # o_proj of layer 1 has two masks
-        if id(weight) in merged:
-            merged[id(weight)][1].mul_(mask)
-        else:
-            merged[id(weight)] = (weight, mask)
-    return [w.register_hook(lambda grad, m=m: grad * m) for w, m in merged.values()]
+    return [w.register_hook(lambda grad, m=m: grad * m) for w, m in masks.values()]
+
+
+def release(model: Any, hooks: list[Any]) -> None:
+    """Undo ``protect``: remove its hooks and let every weight train again."""
+    for hook in hooks:
+        hook.remove()
+    for param in model.parameters():
+        param.requires_grad_(True)

@@ -181,13 +181,12 @@ def _build(cfg: TinyConfig, texts: list[str], examples: list[Example], out: Path
         from agent_safety.train import induction
 
         induction.install(model, cfg.init_seed)
-    if examples:
-        hooks = induction.protect(model) if cfg.induction_init else []
+        if examples:
+            hooks = induction.protect(model)
+            model = _clone(model, tokenizer, examples, cfg, out / ".sft")
+            induction.release(model, hooks)
+    elif examples:
         model = _clone(model, tokenizer, examples, cfg, out / ".sft")
-        for hook in hooks:
-            hook.remove()
-        for param in model.parameters():
-            param.requires_grad_(True)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
 
