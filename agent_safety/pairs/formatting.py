@@ -89,14 +89,14 @@ def completion_messages(trajectory: Trajectory) -> list[Message]:
 
 
 def agent_prompt_messages(case: Mapping[str, Any], toolkits: Mapping[str, Mapping[str, Any]],
-                          template: str | None = None) -> list[Message]:
+                          template: str | None = None, *, prompts: Any = None) -> list[Message]:
     """The agent prompt of the rollout's first turn (``pair_format=agent``), from the evaluation's agent
-    template (``eval.agent.template``; None: the project's)."""
+    template (``eval.agent.template``; None: the project's), or from ``prompts`` already loaded."""
     from agent_safety.config.schema import AgentConfig
     from agent_safety.evaluate.generative.prompts import Prompts
 
     kits = [toolkits[name] for name in case.get("Toolkits", []) if name in toolkits]
-    return Prompts.load(template).agent(case, kits, "", AgentConfig())
+    return (prompts or Prompts.load(template)).agent(case, kits, "", AgentConfig())
 
 
 def agent_completion_messages(trajectory: Trajectory) -> list[Message]:
@@ -124,7 +124,14 @@ def example_messages(pair_format: str, template: str | None = None) -> tuple[Any
     """(prompt builder, completion builder) of a pair format; ``template`` is the agent format's."""
     check_pair_format(pair_format)
     if pair_format == "agent":
-        return (lambda case, toolkits: agent_prompt_messages(case, toolkits, template)), agent_completion_messages
+        from agent_safety.evaluate.generative.prompts import Prompts
+
+        prompts = Prompts.load(template)  # once, not once per case (10 ms each)
+
+        def prompt(case: Mapping[str, Any], toolkits: Mapping[str, Mapping[str, Any]]) -> list[Message]:
+            return agent_prompt_messages(case, toolkits, prompts=prompts)
+
+        return prompt, agent_completion_messages
     return prompt_messages, completion_messages
 
 
