@@ -83,7 +83,15 @@ def _weights(path: Path) -> bytes:
 
 @pytest.mark.slow
 def test_the_build_is_deterministic_and_a_changed_recipe_is_another_folder(tmp_path: Path) -> None:
-    a = build_tiny(SMALL, CORPUS, tmp_path / "a")
+    import torch
+
+    share = torch.get_num_threads()
+    torch.set_num_threads(1)  # a sweep job's share: the build uses every core, then gives the share back
+    try:
+        a = build_tiny(SMALL, CORPUS, tmp_path / "a")
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(share)
     b = build_tiny(SMALL, CORPUS, tmp_path / "b")
     assert a.name == b.name and _weights(a) == _weights(b)
     assert build_tiny(SMALL, CORPUS, tmp_path / "a") == a  # cached: found, not rebuilt

@@ -140,7 +140,7 @@ def build_tiny(cfg: TinyConfig, corpus: list[str], cache_dir: str | Path) -> Pat
     target = Path(cache_dir) / "models" / f"tiny-{tiny_key(cfg, digest, examples_digest)}"
 
     def build(tmp: Path) -> None:
-        with _own_rng():
+        with _own_rng(), _every_core():
             _build(cfg, texts, examples, tmp)
 
     return build_once(target, build)
@@ -160,6 +160,20 @@ def _own_rng() -> Iterator[None]:
         finally:
             random.setstate(py)
             np.random.set_state(nps)
+
+
+@contextmanager
+def _every_core() -> Iterator[None]:
+    """Build on every core this process may use, then give the job back its share: in a sweep the other jobs
+    wait on the build's lock, so the one building would otherwise leave the machine idle on its one thread."""
+    import torch
+
+    share = torch.get_num_threads()
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(share)
 
 
 def _build(cfg: TinyConfig, texts: list[str], examples: list[Example], out: Path) -> None:
