@@ -59,8 +59,10 @@ def main() -> None:
                 firsts[rid.group(1)] = f"{float(ages[0][1]):.1f}s ({ages[0][0]})"
         for path in statuses:
             s = json.loads(path.read_text())
-            rows = [json.loads(line) for line in (path.parent / "metrics.jsonl").read_text().splitlines()]
-            last, adopted = rows[-1], ",".join(str(r["stage"]) for r in rows if r.get("trained_by")) or "-"
+            (metrics,) = path.parent.glob("eval/*/metrics.jsonl")  # a sweep evaluates with one setting
+            last = json.loads(metrics.read_text().splitlines()[-1])
+            stages = [json.loads(line) for line in (path.parent / "stages.jsonl").read_text().splitlines()]
+            adopted = ",".join(str(r["stage"]) for r in stages if r.get("trained_by")) or "-"
             end = s.get("finished") or s["updated"]
             took = (datetime.fromisoformat(end) - datetime.fromisoformat(s["started"])).total_seconds()
             first = firsts.get(s["run_id"], "-")
