@@ -49,36 +49,19 @@ PACKAGES=(slurm-wlm munge slurmdbd mariadb-server)
 
 export SLURM_CONF="$CONF"
 
-say() { echo "slurm: $*"; }
-err() { echo "slurm: ERROR: $*" >&2; }
-
-die_with_log() {  # die_with_log MESSAGE LOGFILE...
-    local msg="$1"
-    shift
-    err "$msg"
-    local f
-    for f in "$@"; do
-        if [[ -f "$f" ]]; then
-            echo "---- last 30 lines of $f ----" >&2
-            tail -n 30 "$f" >&2 || true
-        fi
-    done
-    echo "slurm: (daemons started so far keep running; '$0 stop' stops them)" >&2
-    exit 1
-}
+SERVICE=slurm
+DIE_HINT="(daemons started so far keep running; '$0 stop' stops them)"
+# shellcheck source=../services.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../services.sh"
 
 # ---------------------------------------------------------------- processes
 
 # pid_of PIDFILE COMM -> prints the pid and returns 0 iff the process in PIDFILE
 # is alive (not a zombie) and its command name is COMM.
 pid_of() {
-    local file="$1" comm="$2" pid state
-    [[ -s "$file" ]] || return 1
-    pid="$(tr -dc '0-9' 2>/dev/null <"$file")" || return 1
-    [[ -n "$pid" && -r "/proc/$pid/comm" ]] || return 1
+    local file="$1" comm="$2" pid
+    pid="$(live_pid "$file")" || return 1
     [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == "$comm" ]] || return 1
-    state="$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null || true)"
-    [[ "$state" != "Z" && "$state" != "X" ]] || return 1
     echo "$pid"
 }
 
@@ -86,26 +69,13 @@ is_running() { pid_of "$1" "$2" >/dev/null; }
 
 # stop_daemon NAME PIDFILE COMM: SIGTERM, wait up to 15 s, then SIGKILL.
 stop_daemon() {
-    local name="$1" file="$2" comm="$3" pid i
+    local name="$1" file="$2" comm="$3" pid
     if ! pid="$(pid_of "$file" "$comm")"; then
         rm -f "$file"
         return 0
     fi
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 30; i++)); do
-        is_running "$file" "$comm" || break
-        sleep 0.5
-    done
-    if is_running "$file" "$comm"; then
-        say "$name (pid $pid) ignored SIGTERM for 15 s, sending SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-        for ((i = 0; i < 10; i++)); do
-            is_running "$file" "$comm" || break
-            sleep 0.5
-        done
-    fi
+    terminate "$name" "$pid" is_running "$file" "$comm"
     rm -f "$file"
-    say "stopped $name (pid $pid)"
 }
 
 # wait_for DESCRIPTION LOGFILE COMMAND...: retry COMMAND until it succeeds or TIMEOUT.
@@ -119,11 +89,6 @@ wait_for() {
         fi
         sleep 0.5
     done
-}
-
-port_in_use() {  # port_in_use PORT
-    ss -Hltn "sport = :$1" 2>/dev/null | grep -q . && return 0
-    return 1
 }
 
 # ---------------------------------------------------------------- install

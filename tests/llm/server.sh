@@ -52,22 +52,9 @@ LOG_FILE="$DIR/server.log"
 INSTALL_LOG="$DIR/install.log"
 LOCK_FILE="$DIR/lock"
 
-say() { echo "llm: $*"; }
-err() { echo "llm: ERROR: $*" >&2; }
-
-die_with_log() {  # die_with_log MESSAGE LOGFILE...
-    local msg="$1"
-    shift
-    err "$msg"
-    local f
-    for f in "$@"; do
-        if [[ -f "$f" ]]; then
-            echo "---- last 30 lines of $f ----" >&2
-            tail -n 30 "$f" >&2 || true
-        fi
-    done
-    exit 1
-}
+SERVICE=llm
+# shellcheck source=../services.sh
+source "$ROOT/tests/services.sh"
 
 lock() {  # one start/stop at a time per LLM_TEST_DIR
     mkdir -p "$DIR"
@@ -79,13 +66,9 @@ lock() {  # one start/stop at a time per LLM_TEST_DIR
 
 # server_pid -> prints the pid in PID_FILE and returns 0 iff that process is alive and is our llama_cpp.server.
 server_pid() {
-    local pid state
-    [[ -s "$PID_FILE" ]] || return 1
-    pid="$(tr -dc '0-9' 2>/dev/null <"$PID_FILE")" || return 1
-    [[ -n "$pid" && -r "/proc/$pid/cmdline" ]] || return 1
+    local pid
+    pid="$(live_pid "$PID_FILE")" || return 1
     tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "-m llama_cpp.server " || return 1
-    state="$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null || true)"
-    [[ -n "$state" && "$state" != "Z" && "$state" != "X" ]] || return 1
     echo "$pid"
 }
 
@@ -101,31 +84,14 @@ endpoint_ok() {
     grep -q "\"$ALIAS\"" <<<"$body"
 }
 
-port_in_use() {
-    ss -Hltn "sport = :$PORT" 2>/dev/null | grep -q .
-}
-
 stop_server() {
-    local pid i
+    local pid
     if ! pid="$(server_pid)"; then
         rm -f "$PID_FILE"
         return 1
     fi
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 30; i++)); do
-        server_pid >/dev/null || break
-        sleep 0.5
-    done
-    if server_pid >/dev/null; then
-        say "server (pid $pid) ignored SIGTERM for 15 s, sending SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-        for ((i = 0; i < 10; i++)); do
-            server_pid >/dev/null || break
-            sleep 0.5
-        done
-    fi
+    terminate server "$pid" server_pid
     rm -f "$PID_FILE"
-    say "stopped server (pid $pid)"
 }
 
 # ---------------------------------------------------------------- install
@@ -303,7 +269,7 @@ cmd_start() {
     install_llama
     install_model
     server_args
-    port_in_use && die_with_log "port $PORT (LLM_TEST_PORT) is already in use by something else" /dev/null
+    port_in_use "$PORT" && die_with_log "port $PORT (LLM_TEST_PORT) is already in use by something else" /dev/null
 
     local t0=$SECONDS
     say "starting llama_cpp.server ${ARGS[*]}"
