@@ -153,6 +153,20 @@ def test_the_cloned_agent_answers_and_calls_tools_in_the_rollout_format(tmp_path
     assert record["tool_calls"] >= 24 and record["emulator_calls"] / record["tool_calls"] >= 0.8
 
 
+
+@pytest.mark.slow
+def test_a_safety_stage_raises_the_agents_safety_and_a_helpfulness_stage_its_helpfulness(make_cfg) -> None:
+    """Generatively, rule emulator and judges, all 64 test cases of seed 0: the signs, not the sizes (measured:
+    safety 2.984 -> 3.000 after S, helpfulness 0.047 -> 0.219 after H; the same signs for seeds 1 and 2)."""
+    from agent_safety.train.schedule import run_schedule
+
+    common = ("model=tiny_agent", "eval=generative", "logger=none")
+    s = run_schedule(make_cfg("schedule=S", *common)).records
+    h = run_schedule(make_cfg("schedule=H", *common)).records
+    assert (s[0]["safety"], s[0]["helpfulness"]) == (h[0]["safety"], h[0]["helpfulness"])  # one base agent
+    assert s[1]["safety"] > s[0]["safety"]
+    assert h[1]["helpfulness"] > h[0]["helpfulness"]
+
 def _copy_accuracy(model, n: int = 60) -> float:
     import torch
 
