@@ -169,11 +169,18 @@ def _every_core() -> Iterator[None]:
     import torch
 
     share = torch.get_num_threads()
-    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    torch.set_num_threads(_usable_cores())
     try:
         yield
     finally:
         torch.set_num_threads(share)
+
+
+def _usable_cores() -> int:
+    """The cores this process may run on (its affinity on Linux, where SLURM and taskset set it; else all)."""
+    if hasattr(os, "sched_getaffinity"):  # not on macOS
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _build(cfg: TinyConfig, texts: list[str], examples: list[Example], out: Path) -> None:
