@@ -153,7 +153,6 @@ def test_the_cloned_agent_answers_and_calls_tools_in_the_rollout_format(tmp_path
     assert record["tool_calls"] >= 24 and record["emulator_calls"] / record["tool_calls"] >= 0.8
 
 
-
 @pytest.mark.slow
 def test_a_safety_stage_raises_the_agents_safety_and_a_helpfulness_stage_its_helpfulness(make_cfg) -> None:
     """Generatively, rule emulator and judges, all 64 test cases of seed 0: the signs, not the sizes (measured:
@@ -166,6 +165,7 @@ def test_a_safety_stage_raises_the_agents_safety_and_a_helpfulness_stage_its_hel
     assert (s[0]["safety"], s[0]["helpfulness"]) == (h[0]["safety"], h[0]["helpfulness"])  # one base agent
     assert s[1]["safety"] > s[0]["safety"]
     assert h[1]["helpfulness"] > h[0]["helpfulness"]
+
 
 def _copy_accuracy(model, n: int = 60) -> float:
     import torch
