@@ -202,9 +202,10 @@ def cached_tokenize(tokenizer: Any, bench: Benchmark, cache_dir: str | Path, pai
     """``tokenize_benchmark``, computed once per data x tokenizer x prompt format and reused by every run."""
     import numpy as np
 
+    pair_key = format_key(pair_format, template)  # loads the agent template: once per call
     fmt = key(system=SYSTEM_PROMPT, think=_THINK.pattern, unopened=_UNOPENED_THINK.pattern, version=FORMAT_VERSION)
     if pair_format != "study":
-        fmt = key(base=fmt, pair_format=format_key(pair_format, template))
+        fmt = key(base=fmt, pair_format=pair_key)
     path = Path(cache_dir) / "tokenized" / f"{key(data=bench.fingerprint, tok=tokenizer_key(tokenizer), fmt=fmt)}.npz"
 
     def compute() -> dict[str, Any]:
@@ -218,7 +219,7 @@ def cached_tokenize(tokenizer: Any, bench: Benchmark, cache_dir: str | Path, pai
     prompts = unragged(a["prompt_values"], a["prompt_offsets"])
     return Tokenized(prompt_ids=dict(zip(a["cases"].tolist(), prompts, strict=True)),
                      completion_ids=unragged(a["completion_values"], a["completion_offsets"]),
-                     fmt=format_key(pair_format, template))
+                     fmt=pair_key)
 
 
 def decode_example(tokenizer: Any, tokenized: Tokenized, bench: Benchmark, chosen: int, rejected: int) -> str:
