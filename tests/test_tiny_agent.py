@@ -133,7 +133,6 @@ def test_the_tokenised_cache_is_per_pair_format(tmp_path: Path) -> None:
         cached_tokenize(tok, bench, tmp_path, "steps")
 
 
-
 @pytest.mark.slow
 def test_the_cloned_agent_answers_and_calls_tools_in_the_rollout_format(tmp_path: Path, cache_dir: Path) -> None:
     """``model=tiny_agent`` on 24 test cases with the rule emulator and judges: it ends its episodes with a
