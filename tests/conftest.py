@@ -26,8 +26,27 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
+#: What the tests of the machinery (training, records, resume, identity, reuse, plan, cluster, logging) run on:
+#: the random tiny model and the offline estimate, seconds a run and nothing to clone. The embedded default is
+#: ``model=tiny_agent eval=generative``; ``compose_default`` composes it.
+PINS = (("model", "model=tiny"), ("eval", "eval=estimate"))
+
+
+def pinned(overrides: Sequence[str] = ()) -> list[str]:
+    """The pins, less each one whose group the overrides choose themselves (``model=...``), then the overrides;
+    leading flags (``-m``) stay first, as ``launch.py``'s command line needs them."""
+    chosen = {o.partition("=")[0].lstrip("+~") for o in overrides}
+    n = next((i for i, o in enumerate(overrides) if not o.startswith("-")), len(overrides))
+    return [*overrides[:n], *(pin for key, pin in PINS if key not in chosen), *overrides[n:]]
+
+
 def compose(overrides: Sequence[str] = ()) -> object:
-    """Compose ``conf/config.yaml`` with overrides, as ``launch.py`` would."""
+    """Compose ``conf/config.yaml`` with the pins and overrides, as ``launch.py`` would."""
+    return compose_default(pinned(overrides))
+
+
+def compose_default(overrides: Sequence[str] = ()) -> object:
+    """Compose ``conf/config.yaml`` with overrides only: the embedded default where they choose nothing."""
     from agent_safety.config.compose import compose as compose_run
 
     return compose_run(overrides)
@@ -35,7 +54,7 @@ def compose(overrides: Sequence[str] = ()) -> object:
 
 @pytest.fixture
 def make_cfg(tmp_path: Path, cache_dir: Path) -> Callable[..., object]:
-    """Compose a run config whose runs and cache live in test folders."""
+    """Compose a run config (pinned, as ``compose``) whose runs and cache live in test folders."""
 
     def make(*overrides: str, runs: Path | None = None) -> object:
         return compose([f"paths.runs_dir={runs or tmp_path / 'runs'}", f"paths.cache_dir={cache_dir}",

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import LLM_MODEL
+from conftest import LLM_MODEL, compose
 
 from agent_safety.config.schema import AgentConfig, EndpointConfig
 from agent_safety.evaluate.generative.agent import (
@@ -34,7 +34,6 @@ N_PROMPTS = 5
 def tiny(cache_dir: Path) -> Iterator[dict[str, Any]]:
     """The project's tiny model and tokenizer, and chat prompts of different lengths from the synthetic cases.
     One torch thread, as a sweep job has (and two threads slow down many times on a busy 2-core machine)."""
-    from agent_safety.config.compose import compose
     from agent_safety.data.benchmark import load_data
     from agent_safety.pairs.formatting import prompt_messages
     from agent_safety.train.models import load_model, load_tokenizer, resolve_base

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, stage_records
+from conftest import ROOT, pinned, stage_records
 from wandb_files import offline_runs, records, run_record
 
 TINY = ("trainer.max_steps=4", "eval.max_cases=8", "trainer.precompute_ref_log_probs=false")
@@ -53,8 +53,8 @@ def _env() -> dict[str, str]:
 
 
 def _command(runs: Path, cache: Path, overrides: Sequence[str], tiny: Sequence[str] = TINY) -> list[str]:
-    return [sys.executable, str(ROOT / "launch.py"), "-m", f"paths.runs_dir={runs}", f"paths.cache_dir={cache}",
-            *tiny, *overrides]
+    return [sys.executable, str(ROOT / "launch.py"),
+            *pinned(["-m", f"paths.runs_dir={runs}", f"paths.cache_dir={cache}", *tiny, *overrides])]
 
 
 def launch(runs: Path, cache: Path, *overrides: str, timeout: float = 420) -> subprocess.CompletedProcess:

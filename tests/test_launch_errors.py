@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, pinned
 
 REFUSED = "sbatch: error: Batch job submission failed: Requested node configuration is not available"
 
@@ -73,8 +73,8 @@ def _fake_slurm(tmp_path: Path) -> dict[str, str]:
 
 
 def _launch(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "launch.py"), *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run([sys.executable, str(ROOT / "launch.py"), *pinned(args)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
 
 
 def test_a_sweep_sbatch_refuses_ends_in_one_line_and_status_2(tmp_path: Path) -> None:

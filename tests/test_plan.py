@@ -8,13 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, pinned
 
 
 def _plan(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "AGENT_SAFETY_RUNS": str(tmp_path / "runs"), "AGENT_SAFETY_CACHE": str(tmp_path / "c")}
-    return subprocess.run([sys.executable, str(ROOT / "launch.py"), *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run([sys.executable, str(ROOT / "launch.py"), *pinned(args)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
 
 
 def test_dry_run_of_a_cluster_sweep_plans_every_job_and_submits_nothing(tmp_path: Path) -> None:
@@ -120,7 +120,7 @@ def test_a_missing_dataset_is_tried_and_reported_once_for_a_whole_plan(tmp_path:
     monkeypatch.delenv("AGENT_SAFETY_TOOLEMU_ROOT", raising=False)
     overrides = ["data=toolemu_gpt5m,toolemu_q32", "schedule=S,H", "seed=0,1", f"paths.runs_dir={tmp_path / 'runs'}",
                  f"paths.cache_dir={tmp_path / 'c'}"]
-    assert plan_sweep(overrides, multirun=True) == 0
+    assert plan_sweep(pinned(overrides), multirun=True) == 0
     out = capsys.readouterr().out
     assert calls == [url]
     assert out.count(url) == 1 and out.count("estimate for") == 1

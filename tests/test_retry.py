@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, pinned
 
 from agent_safety.launch.retry import Job, expand, job_statuses, load_sweep, relaunch_command, single_grid, to_relaunch
 
@@ -31,8 +31,9 @@ def orders_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real multirun.yaml from Hydra: the orders preset, whose 15 jobs each stop at config validation."""
     runs = tmp_path_factory.mktemp("runs")
     env = {**os.environ, "AGENT_SAFETY_RUNS": str(runs), "AGENT_SAFETY_CACHE": str(runs / ".cache")}
-    done = subprocess.run([sys.executable, str(ROOT / "launch.py"), "+sweep=orders", "trainer.max_length=8"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    args = pinned(["+sweep=orders", "trainer.max_length=8"])
+    done = subprocess.run([sys.executable, str(ROOT / "launch.py"), *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
     assert done.returncode == 0 and done.stderr.count("trainer.max_length must be >= 16") == 15, done.stderr[-2000:]
     (sweep,) = (runs / "orders" / ".sweep").iterdir()
     return sweep
@@ -41,9 +42,9 @@ def orders_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_a_run_stopped_by_its_config_in_a_sweep_is_recorded_failed(tmp_path: Path) -> None:
     """Before its run dir had a status, a config error left the run "missing": retry could not tell it failed."""
     runs = tmp_path / "runs"
-    done = subprocess.run([sys.executable, str(ROOT / "launch.py"), "-m", "trainer.beta=0", f"paths.runs_dir={runs}",
-                           f"paths.cache_dir={tmp_path / 'cache'}", "logger=none"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    args = ["-m", "trainer.beta=0", f"paths.runs_dir={runs}", f"paths.cache_dir={tmp_path / 'cache'}", "logger=none"]
+    done = subprocess.run([sys.executable, str(ROOT / "launch.py"), *pinned(args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
     assert done.returncode == 0 and "error: trainer.beta must be > 0" in done.stderr, done.stderr[-2000:]
     (status_file,) = runs.glob("*/*/status.json")
     status = json.loads(status_file.read_text())

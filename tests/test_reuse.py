@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, compose, stage_records
+from conftest import ROOT, compose, pinned, stage_records
 
 from agent_safety.config.schema import to_container
 from agent_safety.records.identity import run_id, stage_key
@@ -86,7 +86,7 @@ def test_concurrent_jobs_train_a_shared_stage_once(tmp_path: Path, cache_dir: Pa
     """Two processes start S and S_H together, as submitit_local does: one trains stage 1, the other waits."""
     runs = tmp_path / "runs"
     common = [f"paths.runs_dir={runs}", f"paths.cache_dir={cache_dir}", "threads=1", *QUICK]
-    procs = [subprocess.Popen([sys.executable, str(ROOT / "launch.py"), f"schedule={x}", *common], cwd=ROOT,
+    procs = [subprocess.Popen([sys.executable, str(ROOT / "launch.py"), *pinned([f"schedule={x}", *common])], cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for x in ("S_H", "S")]
     outs = [p.communicate(timeout=600)[0] for p in procs]

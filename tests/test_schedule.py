@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, stage_records
+from conftest import ROOT, pinned, stage_records
 
 from agent_safety.config.schema import to_container
 from agent_safety.records.identity import eval_id
@@ -118,7 +118,7 @@ def test_killed_run_resumes_from_last_completed_stage(make_cfg, tmp_path: Path, 
                  "logger=none", f"paths.runs_dir={tmp_path / 'runs'}", f"paths.cache_dir={cache_dir}", "threads=1"]
     _, rd, _ = run_dir_for(make_cfg(*overrides[:-3]))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), *overrides], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), *pinned(overrides)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     stage1 = rd.model_dir(1) / "config.json"
     ev = rd.eval(eval_id(to_container(make_cfg(*overrides[:-3]))))
@@ -136,7 +136,7 @@ def test_killed_run_resumes_from_last_completed_stage(make_cfg, tmp_path: Path, 
     assert json.loads(rd.status_path.read_text())["status"] == "running"  # killed: never marked completed
     assert rd.trained_stages() == [1] and [r["stage"] for r in stage_records(rd.root)] == [0, 1]
     stage1_mtime = stage1.stat().st_mtime_ns
-    done = subprocess.run([sys.executable, str(ROOT / "launch.py"), *overrides], cwd=ROOT, env=env,
+    done = subprocess.run([sys.executable, str(ROOT / "launch.py"), *pinned(overrides)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(rd.status_path.read_text())["status"] == "completed"
