@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import compose, stage_records
+from conftest import compose, compose_default, stage_records
 
 from agent_safety.config.validate import ConfigError, validate
 from agent_safety.data.benchmark import load_data
@@ -105,6 +105,26 @@ def test_a_missing_api_key_variable_is_one_line_naming_it(monkeypatch: pytest.Mo
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(ConfigError, match=r"^eval.judge.endpoint.api_key_env names OPENAI_API_KEY, which is not set"):
         validate(compose(["eval=generative", "eval/judge=gpt5m"]))
+
+
+def test_a_run_is_scored_under_its_own_presets_and_a_checkpoint_under_the_plain_tiny_one() -> None:
+    """``agent-safety evaluate``: the presets a run was trained with decide what they put into the evaluation
+    setting (the tiny agent's prompt, the study data's estimate), as relaunching it would; a checkpoint folder
+    is not fitted to the default preset's agent prompt."""
+    from agent_safety.evaluate.cli import CHECKPOINT_MODEL, with_presets
+
+    agent_run = {"model": {"name": "tiny_agent"}, "data": {"name": "toolemu_q32"}}
+    assert with_presets(["eval=generative"], agent_run) == ["model=tiny_agent", "data=toolemu_q32", "eval=generative"]
+    assert with_presets(["model=tiny"], {"model": {"name": "my-model"}, "data": {"name": "synthetic"}}) == [
+        "data=synthetic", "model=tiny"]
+    assert compose_default(with_presets([], agent_run)).eval.method == "estimate"
+    for model in ("tiny", "tiny_agent"):
+        run = {"model": {"name": model}, "data": {"name": "synthetic"}}
+        assert compose_default(with_presets(["eval=generative"], run)).eval == \
+            compose_default([f"model={model}", "eval=generative"]).eval
+    assert CHECKPOINT_MODEL == "model=tiny"
+    plain = compose_default([CHECKPOINT_MODEL, "eval=generative"]).eval.agent
+    assert plain.template is None and plain != compose_default(["eval=generative"]).eval.agent
 
 
 @pytest.mark.slow

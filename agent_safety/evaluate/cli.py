@@ -37,6 +37,26 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
+#: The model preset a checkpoint is scored under unless the overrides name one: the plain tiny model's, which
+#: leaves the evaluation's settings as they are (the default preset, tiny_agent, fits the agent's prompt to itself).
+CHECKPOINT_MODEL = "model=tiny"
+
+
+def with_presets(overrides: list[str], saved: Any) -> list[str]:
+    """The presets of the run's model and data (``model=NAME`` where ``conf/model/NAME.yaml`` is the one it was
+    trained with), unless the overrides choose others: what they put into the evaluation setting (the tiny agent's
+    prompt, the study data's offline estimate) is what relaunching the run would compose."""
+    from agent_safety.aggregate.judges_cli import with_default
+    from agent_safety.config.compose import conf_dir
+
+    out = list(overrides)
+    for group in ("data", "model"):
+        name = str((saved.get(group) or {}).get("name") or "")
+        if name and (conf_dir() / group / f"{name}.yaml").is_file():
+            out = with_default(out, group, f"{group}={name}")
+    return out
+
+
 def run_config(run_dir: Path, overrides: list[str]) -> Any:
     """The run's own config with the evaluation setting (and paths, threads, logger) the overrides compose."""
     from omegaconf import OmegaConf
@@ -47,7 +67,7 @@ def run_config(run_dir: Path, overrides: list[str]) -> Any:
     saved = RunDir(run_dir).config()
     if not saved:
         raise FileNotFoundError(f"{run_dir}: no config.yaml (not a run dir)")
-    fresh = compose(overrides)
+    fresh = compose(with_presets(overrides, saved))
     cfg = OmegaConf.merge(OmegaConf.structured(_schema()), saved)
     for key in ("eval", "logger", "threads", "device"):
         cfg[key] = fresh[key]
@@ -82,6 +102,7 @@ def evaluate_model(target: str, overrides: list[str], out: Path | None) -> dict[
     """Score one model as stage 0 of a pseudo-run: no training, the same evaluators and record."""
     from omegaconf import open_dict
 
+    from agent_safety.aggregate.judges_cli import with_default
     from agent_safety.config.compose import compose
     from agent_safety.config.schema import to_container
     from agent_safety.config.validate import validate
@@ -92,7 +113,8 @@ def evaluate_model(target: str, overrides: list[str], out: Path | None) -> dict[
     from agent_safety.train.context import prepare
     from agent_safety.train.schedule import emit, eval_setting
 
-    cfg = compose([*overrides, "model.source=hub", f"model.path={target}", "model.gguf_file=null", "logger=none"])
+    cfg = compose([*with_default(overrides, "model", CHECKPOINT_MODEL), "model.source=hub", f"model.path={target}",
+                   "model.gguf_file=null", "logger=none"])
     with open_dict(cfg):
         cfg.model.name = Path(target).name or target
     validate(cfg)
