@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-run: install  ## the default: tiny model, synthetic data, schedule S_H
+run: install  ## the default: tiny agent, synthetic data, schedule S_H, generative evaluation (ARGS="model=tiny eval=estimate": the fast offline proxy)
 	$(PY) launch.py $(ARGS)
 
 test: install llm-start  ## every test but the cluster ones (those need tests/cluster/slurm.sh start)

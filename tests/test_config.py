@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import CONF, compose
+from conftest import CONF, compose, compose_default
 from omegaconf import OmegaConf
 
 from agent_safety.config.validate import ConfigError, validate
@@ -15,9 +15,12 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
+@pytest.mark.parametrize("pinned", [False, True], ids=["default", "pinned"])
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
-def test_every_option_composes_and_validates(group: str, option: str) -> None:
-    cfg = compose([f"{group}={option}", "paths.runs_dir=runs", "paths.cache_dir=cache"])
+def test_every_option_composes_and_validates(group: str, option: str, pinned: bool) -> None:
+    """On the embedded default (tiny_agent, generative) and on the tests' pins (tiny, estimate)."""
+    overrides = [f"{group}={option}", "paths.runs_dir=runs", "paths.cache_dir=cache"]
+    cfg = compose(overrides) if pinned else compose_default(overrides)
     validate(cfg)
     OmegaConf.to_container(cfg, resolve=True)
     assert cfg.schedule.stages
@@ -71,6 +74,27 @@ def test_study_defaults_and_tiny_overrides() -> None:
     assert hub.model.path == "meta-llama/Llama-3.1-8B-Instruct" and hub.model.trust_remote_code is False
     tiny = compose([])
     assert tiny.model.source == "tiny" and tiny.trainer.learning_rate > 5e-5
+
+
+def test_the_default_is_the_tiny_agent_scored_generatively_and_the_study_data_by_the_estimate() -> None:
+    """``make run`` and the orders sweep act and judge; ``model=tiny eval=estimate`` is the offline proxy, and the
+    study's data, which the rule emulator and judges cannot score, keeps the estimate unless told otherwise."""
+    for overrides in ([], ["+sweep=orders", "hydra/launcher=submitit_local"]):
+        cfg = compose_default(overrides)
+        validate(cfg)
+        assert (cfg.model.name, cfg.eval.method, cfg.data.name) == ("tiny_agent", "generative", "synthetic")
+        assert cfg == compose_default(["model=tiny_agent", "eval=generative", *overrides])
+    smoke = compose_default(["+sweep=smoke"])  # the mechanics smoke sweep stays on the proxy, a minute
+    assert (smoke.model.name, smoke.eval.method) == ("tiny", "estimate")
+    assert compose_default(["+sweep=smoke", "model=tiny_agent", "eval=generative"]).eval.method == "generative"
+    proxy = compose_default(["model=tiny", "eval=estimate"])
+    assert (proxy.model.name, proxy.eval.method, proxy.data.pair_format) == ("tiny", "estimate", "study")
+    assert compose([]) == proxy
+    for data in ("toolemu_gpt5m", "toolemu_q32"):
+        assert compose_default([f"data={data}"]).eval.method == "estimate"
+        chosen = compose_default([f"data={data}", "eval=generative"])
+        assert (chosen.data.name, chosen.eval.method) == (data, "generative")
+        assert compose_default([f"data={data}", "model=llama3.1-8b"]).eval.method == "estimate"
 
 
 @pytest.mark.parametrize("override,key", [
