@@ -90,7 +90,7 @@ def main() -> None:
     from agent_safety.train.models import load_model, load_tokenizer, resolve_base
 
     torch.set_num_threads(args.threads)
-    cfg = compose([f"paths.cache_dir={args.cache_dir}", f"paths.runs_dir={args.cache_dir / 'runs'}"])
+    cfg = compose([f"paths.cache_dir={args.cache_dir}", f"paths.runs_dir={args.cache_dir / 'runs'}", "model=tiny"])
     bench = load_data(cfg.data, args.cache_dir)
     path, _ = resolve_base(cfg.model, bench, args.cache_dir)
     tokenizer, model = load_tokenizer(path, cfg.model), load_model(path, cfg.model)

@@ -1,6 +1,7 @@
 """Per-job overhead: from the job process's start to its first training step (goal: < 10 s on 2 cores).
 
-Starts the default run (tiny model, synthetic data, S_H, one torch thread as a sweep job gets) and stops it
+Starts the offline proxy run (``model=tiny eval=estimate``: the tiny model, synthetic data, S_H, one torch
+thread as a sweep job gets) and stops it
 as soon as stage 1's first optimiser step begins. The job itself logs that moment, counted from its own
 process start (``/proc``): "stage_1: first training step, X s after the process started". The log's
 timestamps split it into the part before the stage's pairs are ready (interpreter, imports, Hydra, data,
@@ -48,7 +49,7 @@ def first_step(runs: Path, cache: Path, launcher: str, extra: list[str], timeout
     """Start one run, wait for stage 1's first step, stop it; the job's own timings, in seconds."""
     stdout = runs / f"launch-{time.time_ns()}.log"
     cmd = [sys.executable, str(ROOT / "launch.py"), f"paths.runs_dir={runs}", f"paths.cache_dir={cache}",
-           "threads=1", "logger=none", *extra]
+           "threads=1", "logger=none", "model=tiny", "eval=estimate", *extra]
     if launcher != "local":
         cmd[2:2] = ["-m", f"hydra/launcher={launcher}"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1", "WANDB_MODE": "offline"}
