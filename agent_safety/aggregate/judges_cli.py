@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from agent_safety.config.compose import on_top, with_default
+
 DEFAULT_DATA = "data=toolemu_gpt5m"
 
 
@@ -39,18 +41,6 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.set_defaults(func=main)
     return p
-
-
-def with_default(overrides: Sequence[str], key: str, default: str) -> list[str]:
-    """``default`` first unless an override already sets ``key`` (``data=...``), so the user's choice wins."""
-    chosen = any(o.partition("=")[0].lstrip("+~") == key for o in overrides)
-    return list(overrides) if chosen else [default, *overrides]
-
-
-def on_top(overrides: Sequence[str], more: Sequence[str]) -> list[str]:
-    """``overrides`` then ``more``, less the overrides of keys ``more`` sets again (Hydra refuses a key twice)."""
-    keys = {o.partition("=")[0].lstrip("+~") for o in more}
-    return [o for o in overrides if o.partition("=")[0].lstrip("+~") not in keys] + list(more)
 
 
 def judge_folders(root: Path) -> list[str]:

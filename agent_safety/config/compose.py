@@ -21,6 +21,18 @@ def conf_dir() -> Path:
     return path
 
 
+def with_default(overrides: Sequence[str], key: str, default: str) -> list[str]:
+    """``default`` first unless an override already sets ``key`` (``data=...``), so the user's choice wins."""
+    chosen = any(o.partition("=")[0].lstrip("+~") == key for o in overrides)
+    return list(overrides) if chosen else [default, *overrides]
+
+
+def on_top(overrides: Sequence[str], more: Sequence[str]) -> list[str]:
+    """``overrides`` then ``more``, less the overrides of keys ``more`` sets again (Hydra refuses a key twice)."""
+    keys = {o.partition("=")[0].lstrip("+~") for o in more}
+    return [o for o in overrides if o.partition("=")[0].lstrip("+~") not in keys] + list(more)
+
+
 def compose_many(jobs: Sequence[Sequence[str]], common: Sequence[str] = (),
                  hydra: bool = False) -> Iterator[tuple[tuple[str, ...], Any]]:
     """(overrides, composed config) of each job, as the launcher's job would compose it (with Hydra's own

@@ -66,7 +66,7 @@ def references(root: Path, bench: Benchmark, on_error: str) -> dict[str, Benchma
 
 def with_defaults(overrides: Sequence[str]) -> list[str]:
     """The study's data and the generative evaluation's judge settings unless the overrides choose others."""
-    from agent_safety.aggregate.judges_cli import with_default
+    from agent_safety.config.compose import with_default
 
     out = list(overrides)
     for key, default in reversed(DEFAULTS):

@@ -46,8 +46,7 @@ def with_presets(overrides: list[str], saved: Any) -> list[str]:
     """The presets of the run's model and data (``model=NAME`` where ``conf/model/NAME.yaml`` is the one it was
     trained with), unless the overrides choose others: what they put into the evaluation setting (the tiny agent's
     prompt, the study data's offline estimate) is what relaunching the run would compose."""
-    from agent_safety.aggregate.judges_cli import with_default
-    from agent_safety.config.compose import conf_dir
+    from agent_safety.config.compose import conf_dir, with_default
 
     out = list(overrides)
     for group in ("data", "model"):
@@ -102,8 +101,7 @@ def evaluate_model(target: str, overrides: list[str], out: Path | None) -> dict[
     """Score one model as stage 0 of a pseudo-run: no training, the same evaluators and record."""
     from omegaconf import open_dict
 
-    from agent_safety.aggregate.judges_cli import with_default
-    from agent_safety.config.compose import compose
+    from agent_safety.config.compose import compose, with_default
     from agent_safety.config.schema import to_container
     from agent_safety.config.validate import validate
     from agent_safety.evaluate.base import StageModel, make_evaluator
