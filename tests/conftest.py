@@ -35,7 +35,9 @@ PINS = (("model", "model=tiny"), ("eval", "eval=estimate"))
 def pinned(overrides: Sequence[str] = ()) -> list[str]:
     """The pins, less each one whose group the overrides choose themselves (``model=...``), then the overrides;
     leading flags (``-m``) stay first, as ``launch.py``'s command line needs them."""
-    chosen = {o.partition("=")[0].lstrip("+~") for o in overrides}
+    from agent_safety.config.compose import override_key
+
+    chosen = {override_key(o) for o in overrides}
     n = next((i for i, o in enumerate(overrides) if not o.startswith("-")), len(overrides))
     return [*overrides[:n], *(pin for key, pin in PINS if key not in chosen), *overrides[n:]]
 

@@ -21,16 +21,20 @@ def conf_dir() -> Path:
     return path
 
 
+def override_key(override: str) -> str:
+    """The key an override sets: ``data`` for ``data=x``, ``+sweep=y`` and ``~data``."""
+    return override.partition("=")[0].lstrip("+~")
+
+
 def with_default(overrides: Sequence[str], key: str, default: str) -> list[str]:
     """``default`` first unless an override already sets ``key`` (``data=...``), so the user's choice wins."""
-    chosen = any(o.partition("=")[0].lstrip("+~") == key for o in overrides)
-    return list(overrides) if chosen else [default, *overrides]
+    return list(overrides) if any(override_key(o) == key for o in overrides) else [default, *overrides]
 
 
 def on_top(overrides: Sequence[str], more: Sequence[str]) -> list[str]:
     """``overrides`` then ``more``, less the overrides of keys ``more`` sets again (Hydra refuses a key twice)."""
-    keys = {o.partition("=")[0].lstrip("+~") for o in more}
-    return [o for o in overrides if o.partition("=")[0].lstrip("+~") not in keys] + list(more)
+    keys = {override_key(o) for o in more}
+    return [o for o in overrides if override_key(o) not in keys] + list(more)
 
 
 def compose_many(jobs: Sequence[Sequence[str]], common: Sequence[str] = (),
