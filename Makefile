@@ -41,6 +41,7 @@ bench: install
 	$(PY) bench/bench_dpo.py
 	$(PY) bench/bench_aggregate.py
 	$(PY) bench/bench_plan.py
+	$(PY) bench/bench_cloning.py
 
 lint: install
 	$(VENV)/bin/ruff check agent_safety tests bench launch.py

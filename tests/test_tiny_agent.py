@@ -236,3 +236,33 @@ def test_the_induction_circuit_copies_and_protect_keeps_it_through_training() ->
     with pytest.raises(ValueError, match="induction_init needs at least 2 layers"):
         induction.install(LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=192, num_hidden_layers=1,
                                                        num_attention_heads=4, num_key_value_heads=2)), 0)
+
+
+def test_the_cloning_loss_is_trls_on_the_completion_alone(tmp_path: Path) -> None:
+    """The cloning's loss projects only completion positions through the LM head: on the same batch it is the
+    loss TRL's ``SFTTrainer`` computes over every position, and its gradients are the same."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoTokenizer, LlamaForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    from agent_safety.train.tiny import _completion_trainer
+
+    path = build_tiny(dataclasses.replace(SMALL, agent_steps=0), CORPUS, tmp_path)
+    tok = AutoTokenizer.from_pretrained(path)
+    data = Dataset.from_list(agent_examples(dataclasses.replace(SMALL, agent_template="agent_compact.j2"))[:4])
+    args = SFTConfig(output_dir=str(tmp_path / "sft"), per_device_train_batch_size=4, completion_only_loss=True,
+                     max_length=SMALL.max_position_embeddings, bf16=False, use_cpu=True, report_to=[],
+                     activation_checkpointing=False)
+    losses, grads = [], []
+    for cls in (SFTTrainer, _completion_trainer(SFTTrainer)):
+        model = LlamaForCausalLM.from_pretrained(path)
+        trainer = cls(model=model, args=args, train_dataset=data, processing_class=tok)
+        batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+        loss = trainer.compute_loss(trainer.model, batch)
+        loss.backward()
+        losses.append(loss.item())
+        grads.append(model.model.layers[0].self_attn.q_proj.weight.grad.clone())
+    assert (batch["labels"] == -100).float().mean() > 0.5  # prompts are most of the batch and carry no loss
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
