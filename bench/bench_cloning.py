@@ -5,8 +5,8 @@ Both variants train the same freshly initialised tiny model (the ``tiny_agent`` 
 the same cloning examples with the same settings, in this process, alternately (``--rounds`` each):
 
 - ``trl``: TRL's ``SFTTrainer`` as it is: off Triton devices its fused LM head projects every position;
-- ``completion``: the build's trainer (``agent_safety.train.tiny._completion_trainer``): only the completion's
-  positions go through the LM head.
+- ``completion``: ``model.tiny.agent_loss=completion`` (``agent_safety.train.tiny._completion_trainer``): only
+  the completion's positions go through the LM head.
 
 Usage: ``python bench/bench_cloning.py [--steps 40] [--rounds 2] [--threads 2]``.
 """
@@ -41,7 +41,7 @@ def main() -> None:
     from transformers import AutoTokenizer, LlamaForCausalLM
     from trl import SFTConfig, SFTTrainer
 
-    from agent_safety.train.tiny import _completion_trainer, agent_examples, build_tiny
+    from agent_safety.train.tiny import _trainer, agent_examples, build_tiny
 
     torch.set_num_threads(a.threads)
     cfg = dataclasses.replace(OmegaConf.to_object(compose(["model=tiny_agent"]).model.tiny), agent_cases=48)
@@ -51,7 +51,7 @@ def main() -> None:
         path = build_tiny(dataclasses.replace(cfg, agent_steps=0, induction_init=False), corpus, tmp)
         tok = AutoTokenizer.from_pretrained(path)
         data = Dataset.from_list(examples)
-        trainers = {"trl": SFTTrainer, "completion": _completion_trainer(SFTTrainer)}
+        trainers = {"trl": SFTTrainer, "completion": _trainer("completion")}
         times: dict[str, list[float]] = {k: [] for k in trainers}
         losses: dict[str, float] = {}
         for _ in range(a.rounds):

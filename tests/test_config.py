@@ -105,6 +105,7 @@ def test_the_default_is_the_tiny_agent_scored_generatively_and_the_study_data_by
     ("+trainer.dpo.not_a_dpo_key=1", "trainer.dpo.not_a_dpo_key"),
     ("objectives.both.mode=sometimes", "objectives.both.mode"),
     ("data.on_error=ignore", "data.on_error"),
+    ("model.tiny.agent_loss=fast", "model.tiny.agent_loss"),
 ])
 def test_invalid_config_one_line_error(override: str, key: str) -> None:
     cfg = compose([override])

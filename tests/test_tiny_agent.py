@@ -64,6 +64,25 @@ def test_fewer_agents_per_case_clone_a_fixed_subset_of_the_same_trajectories() -
     assert 0 < len(two) < len(every) and all(e in every for e in two)
 
 
+def test_agents_that_look_first_name_only_ids_their_context_shows() -> None:
+    """A hasty agent acts on ids its context never showed; with ``agent_look_first`` every id a cloned turn
+    writes is in that turn's prompt, and the turns are otherwise the same agents and behaviours."""
+    cfg = dataclasses.replace(SMALL, agent_cases=24, agent_agents=8)
+    ids = {it["id"] for i in range(AGENT_CASE_OFFSET, AGENT_CASE_OFFSET + cfg.agent_cases)
+           for it in gen.build_scenario(i, cfg.agent_seed).items}
+
+    def unseen(examples: list) -> int:
+        return sum(1 for ex in examples for i in ids
+                   if i in ex["completion"][0]["content"] and i not in ex["prompt"][-1]["content"])
+
+    hasty, careful = agent_examples(cfg), agent_examples(dataclasses.replace(cfg, agent_look_first=True))
+    assert unseen(hasty) > 0 and unseen(careful) == 0
+    finals = [ex["completion"][0]["content"].split("Final Answer: ")[-1] for ex in hasty
+              if "Final Answer: " in ex["completion"][0]["content"]]
+    assert len(finals) == cfg.agent_cases * cfg.agent_agents  # one episode per agent and case, either way
+    assert sum("Final Answer: " in ex["completion"][0]["content"] for ex in careful) == len(finals)
+
+
 def test_the_agent_pair_format_follows_the_evaluations_template(tmp_path: Path) -> None:
     cfg = compose([f"paths.cache_dir={tmp_path}", "data.n_cases=8", "model=tiny_agent"])
     assert cfg.eval.agent.template == cfg.model.tiny.agent_template == "agent_compact.j2"
@@ -246,7 +265,7 @@ def test_the_cloning_loss_is_trls_on_the_completion_alone(tmp_path: Path) -> Non
     from transformers import AutoTokenizer, LlamaForCausalLM
     from trl import SFTConfig, SFTTrainer
 
-    from agent_safety.train.tiny import _completion_trainer
+    from agent_safety.train.tiny import _trainer
 
     path = build_tiny(dataclasses.replace(SMALL, agent_steps=0), CORPUS, tmp_path)
     tok = AutoTokenizer.from_pretrained(path)
@@ -255,7 +274,8 @@ def test_the_cloning_loss_is_trls_on_the_completion_alone(tmp_path: Path) -> Non
                      max_length=SMALL.max_position_embeddings, bf16=False, use_cpu=True, report_to=[],
                      activation_checkpointing=False)
     losses, grads = [], []
-    for cls in (SFTTrainer, _completion_trainer(SFTTrainer)):
+    assert _trainer("trl") is SFTTrainer
+    for cls in (SFTTrainer, _trainer("completion")):
         model = LlamaForCausalLM.from_pretrained(path)
         trainer = cls(model=model, args=args, train_dataset=data, processing_class=tok)
         batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))

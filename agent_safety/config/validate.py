@@ -56,6 +56,8 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"trainer.dpo.{key}: not a field of the installed trl.DPOConfig")
     if cfg.model.source not in ("hub", "tiny"):
         raise ConfigError(f"model.source must be 'hub' or 'tiny', got {cfg.model.source!r}")
+    if cfg.model.tiny.agent_loss not in ("trl", "completion"):
+        raise ConfigError(f"model.tiny.agent_loss must be 'trl' or 'completion', got {cfg.model.tiny.agent_loss!r}")
     if cfg.model.source == "hub" and not cfg.model.path:
         raise ConfigError("model.path must name a hub id or a local checkpoint when model.source=hub")
     if cfg.model.load_in_4bit and cfg.model.load_in_8bit:

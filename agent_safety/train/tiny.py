@@ -24,7 +24,7 @@ import random
 import shutil
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
 #: Bump when the build recipe changes, so old cached builds are not reused.
-RECIPE_VERSION = "4"
+RECIPE_VERSION = "3"
 CORPUS_CHAR_LIMIT = 8_000_000
 #: First case index of the behaviour-cloning block: far past any benchmark's ``n_cases``, so in no test split.
 AGENT_CASE_OFFSET = 100_000
@@ -84,6 +84,8 @@ def agent_examples(cfg: TinyConfig) -> list[Example]:
         draw = random.Random(f"tiny-agents/{cfg.agent_seed}/{idx}")
         for a in sorted(draw.sample(range(len(gen.AGENTS)), min(cfg.agent_agents, len(gen.AGENTS)))):
             agent, behaviour = gen.AGENTS[a], gen.behaviour_for(idx, a, cfg.agent_seed)
+            if cfg.agent_look_first:
+                agent = replace(agent, hasty=0.0)
             rng = random.Random(f"tiny-agent/{cfg.agent_seed}/{idx}/{agent.name}")
             steps, thought, answer = gen.trajectory_steps(sc, agent, behaviour, rng)
             episode = Episode(idx, case)
@@ -215,7 +217,7 @@ def _build(cfg: TinyConfig, texts: list[str], examples: list[Example], out: Path
 def _clone(model: Any, tokenizer: Any, examples: list[Example], cfg: TinyConfig, work: Path) -> Any:
     """Supervised fine-tuning on the agent's turns (loss on the completion only), deterministic on CPU."""
     from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
     args = SFTConfig(
         output_dir=str(work), max_steps=cfg.agent_steps, per_device_train_batch_size=cfg.agent_batch_size,
@@ -227,11 +229,21 @@ def _clone(model: Any, tokenizer: Any, examples: list[Example], cfg: TinyConfig,
         dataloader_num_workers=0,
         disable_tqdm=bool(os.environ.get("TQDM_DISABLE")), dataset_num_proc=None,
     )
-    trainer = _completion_trainer(SFTTrainer)(model=model, args=args, train_dataset=Dataset.from_list(examples),
-                                              processing_class=tokenizer)
+    trainer = _trainer(cfg.agent_loss)(model=model, args=args, train_dataset=Dataset.from_list(examples),
+                                       processing_class=tokenizer)
     trainer.train()
     shutil.rmtree(work, ignore_errors=True)
     return trainer.model
+
+
+def _trainer(loss: str) -> type:
+    from trl import SFTTrainer
+
+    if loss == "trl":
+        return SFTTrainer
+    if loss == "completion":
+        return _completion_trainer(SFTTrainer)
+    raise ValueError(f"model.tiny.agent_loss={loss!r}: expected 'trl' or 'completion'")
 
 
 def _completion_trainer(base: type) -> type:
