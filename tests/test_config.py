@@ -106,6 +106,7 @@ def test_the_default_is_the_tiny_agent_scored_generatively_and_the_study_data_by
     ("objectives.both.mode=sometimes", "objectives.both.mode"),
     ("data.on_error=ignore", "data.on_error"),
     ("model.tiny.agent_loss=fast", "model.tiny.agent_loss"),
+    ("model.tiny.copy_numbers=true", "model.tiny.copy_numbers"),
 ])
 def test_invalid_config_one_line_error(override: str, key: str) -> None:
     cfg = compose([override])

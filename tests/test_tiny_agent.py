@@ -286,3 +286,34 @@ def test_the_cloning_loss_is_trls_on_the_completion_alone(tmp_path: Path) -> Non
     assert (batch["labels"] == -100).float().mean() > 0.5  # prompts are most of the batch and carry no loss
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
     assert torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
+def test_whole_numbers_make_every_id_one_token_and_copy_numbers_leaves_them_to_the_circuit(tmp_path: Path) -> None:
+    """With ``whole_numbers`` an id's number is one token whatever its digits; with ``copy_numbers`` the rows of
+    the number tokens in the unembedding are still zero outside the circuit's readout after cloning, while the
+    other rows trained."""
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    from agent_safety.train import induction
+    from agent_safety.train.tiny import _number_tokens
+
+    cfg = dataclasses.replace(SMALL, hidden_size=128, num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=2,
+                              induction_init=True, rope_theta=1e6, agent_template="agent_compact.j2",
+                              whole_numbers=True, copy_numbers=True)
+    path = build_tiny(cfg, CORPUS, tmp_path)
+    tok = AutoTokenizer.from_pretrained(path)
+    for n in (1000, 3351, 4996, 9999):
+        assert [tok.decode([t]) for t in tok(f' "t{n}"')["input_ids"]] == [' "', "t", str(n), '"']
+    plain = dataclasses.replace(cfg, whole_numbers=False, copy_numbers=False)
+    split = AutoTokenizer.from_pretrained(build_tiny(plain, CORPUS, tmp_path))
+    assert any(len(split(f"t{n}")["input_ids"]) > 2 for n in (3351, 4996, 6237, 9982))
+    model = LlamaForCausalLM.from_pretrained(path)
+    head = model.lm_head.weight.detach()
+    d, _, _, copy, _ = induction._layout(model.config)
+    numbers = _number_tokens(tok)
+    assert len(numbers) >= 9000
+    outside = head.clone()
+    outside[:, copy:copy + d] = 0
+    assert outside[numbers].abs().max() == 0
+    others = sorted(set(range(head.shape[0])) - set(numbers))
+    assert outside[others].abs().sum() > 0

@@ -29,6 +29,13 @@ class TinyConfig:
     init_seed: int = 0
     """Seed of the random initialisation: part of the model's content hash."""
     rope_theta: float = 10000.0
+    whole_numbers: bool = False
+    """The tokenizer keeps every number from 1000 to 9999 one token (the synthetic world's ids carry one), so an id
+    the agent copies is one token rather than one to three pieces that split differently per id."""
+    copy_numbers: bool = False
+    """With ``induction_init``: number tokens of three digits or more get their logits only from the copying
+    circuit (their unembedding rows stay zero outside its readout through cloning), so the agent writes a number
+    it reads in its context rather than one it remembers."""
     induction_init: bool = False
     """Start with a copying circuit written into the weights and kept through cloning
     (``train/induction.py``), so that the agent can read ids off the page; wants a large ``rope_theta``."""

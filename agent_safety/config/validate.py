@@ -58,6 +58,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"model.source must be 'hub' or 'tiny', got {cfg.model.source!r}")
     if cfg.model.tiny.agent_loss not in ("trl", "completion"):
         raise ConfigError(f"model.tiny.agent_loss must be 'trl' or 'completion', got {cfg.model.tiny.agent_loss!r}")
+    if cfg.model.tiny.copy_numbers and not cfg.model.tiny.induction_init:
+        raise ConfigError("model.tiny.copy_numbers needs model.tiny.induction_init: the copying circuit writes them")
     if cfg.model.source == "hub" and not cfg.model.path:
         raise ConfigError("model.path must name a hub id or a local checkpoint when model.source=hub")
     if cfg.model.load_in_4bit and cfg.model.load_in_8bit:

@@ -113,8 +113,8 @@ def _example_texts(examples: list[Example]) -> list[str]:
     return texts
 
 
-def _train_tokenizer(texts: Iterable[str], vocab_size: int):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def _train_tokenizer(texts: Iterable[str], vocab_size: int, whole_numbers: bool = False):
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
@@ -123,6 +123,8 @@ def _train_tokenizer(texts: Iterable[str], vocab_size: int):
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(texts, trainer=trainer)
+    if whole_numbers:
+        tok.add_tokens([AddedToken(str(n), normalized=False) for n in range(1000, 10_000)])
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|bos|>", eos_token="<|end|>",
                                    pad_token="<|pad|>", chat_template=CHAT_TEMPLATE)
 
@@ -189,7 +191,7 @@ def _build(cfg: TinyConfig, texts: list[str], examples: list[Example], out: Path
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tokenizer = _train_tokenizer(texts, cfg.vocab_size)
+    tokenizer = _train_tokenizer(texts, cfg.vocab_size, cfg.whole_numbers)
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
         num_hidden_layers=cfg.num_hidden_layers, num_attention_heads=cfg.num_attention_heads,
@@ -205,13 +207,19 @@ def _build(cfg: TinyConfig, texts: list[str], examples: list[Example], out: Path
 
         induction.install(model, cfg.init_seed)
         if examples:
-            hooks = induction.protect(model)
+            hooks = induction.protect(model, _number_tokens(tokenizer) if cfg.copy_numbers else ())
             model = _clone(model, tokenizer, examples, cfg, out / ".sft")
             induction.release(model, hooks)
     elif examples:
         model = _clone(model, tokenizer, examples, cfg, out / ".sft")
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
+
+
+def _number_tokens(tokenizer: Any) -> list[int]:
+    """Ids of the tokens that are a number of three digits or more (with or without a leading space)."""
+    return [i for t, i in tokenizer.get_vocab().items()
+            if len(n := tokenizer.convert_tokens_to_string([t]).strip()) >= 3 and n.isdigit()]
 
 
 def _clone(model: Any, tokenizer: Any, examples: list[Example], cfg: TinyConfig, work: Path) -> Any:
