@@ -245,6 +245,7 @@ def _clone(model: Any, tokenizer: Any, examples: list[Example], cfg: TinyConfig,
 
 
 def _trainer(loss: str) -> type:
+    """The cloning's trainer class for ``model.tiny.agent_loss``."""
     from trl import SFTTrainer
 
     if loss == "trl":
