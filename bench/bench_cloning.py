@@ -39,9 +39,9 @@ def main() -> None:
     from datasets import Dataset
     from omegaconf import OmegaConf
     from transformers import AutoTokenizer, LlamaForCausalLM
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
-    from agent_safety.train.tiny import _trainer, agent_examples, build_tiny
+    from agent_safety.train.tiny import _trainer, agent_examples, build_tiny, sft_args
 
     torch.set_num_threads(a.threads)
     cfg = dataclasses.replace(OmegaConf.to_object(compose(["model=tiny_agent"]).model.tiny), agent_cases=48)
@@ -56,12 +56,7 @@ def main() -> None:
         losses: dict[str, float] = {}
         for _ in range(a.rounds):
             for name, cls in trainers.items():
-                args = SFTConfig(output_dir=str(Path(tmp) / name), max_steps=a.steps,
-                                 per_device_train_batch_size=cfg.agent_batch_size,
-                                 learning_rate=cfg.agent_learning_rate, completion_only_loss=True,
-                                 max_length=cfg.max_position_embeddings, bf16=False, use_cpu=True,
-                                 activation_checkpointing=False, save_strategy="no", report_to=[], seed=0,
-                                 data_seed=0, train_sampling_strategy="group_by_length", logging_steps=a.steps)
+                args = sft_args(dataclasses.replace(cfg, agent_steps=a.steps), Path(tmp) / name)
                 torch.manual_seed(0)
                 trainer = cls(model=LlamaForCausalLM.from_pretrained(path), args=args, train_dataset=data,
                               processing_class=tok)

@@ -222,12 +222,11 @@ def _number_tokens(tokenizer: Any) -> list[int]:
             if len(n := tokenizer.convert_tokens_to_string([t]).strip()) >= 3 and n.isdigit()]
 
 
-def _clone(model: Any, tokenizer: Any, examples: list[Example], cfg: TinyConfig, work: Path) -> Any:
-    """Supervised fine-tuning on the agent's turns (loss on the completion only), deterministic on CPU."""
-    from datasets import Dataset
+def sft_args(cfg: TinyConfig, work: Path) -> Any:
+    """The cloning's ``SFTConfig``: deterministic on CPU, loss on the completion only, nothing saved."""
     from trl import SFTConfig
 
-    args = SFTConfig(
+    return SFTConfig(
         output_dir=str(work), max_steps=cfg.agent_steps, per_device_train_batch_size=cfg.agent_batch_size,
         gradient_accumulation_steps=1, learning_rate=cfg.agent_learning_rate, lr_scheduler_type="cosine",
         warmup_steps=cfg.agent_warmup, weight_decay=0.0, max_grad_norm=1.0, seed=cfg.agent_seed,
@@ -237,6 +236,13 @@ def _clone(model: Any, tokenizer: Any, examples: list[Example], cfg: TinyConfig,
         dataloader_num_workers=0,
         disable_tqdm=bool(os.environ.get("TQDM_DISABLE")), dataset_num_proc=None,
     )
+
+
+def _clone(model: Any, tokenizer: Any, examples: list[Example], cfg: TinyConfig, work: Path) -> Any:
+    """Supervised fine-tuning on the agent's turns (loss on the completion only), deterministic on CPU."""
+    from datasets import Dataset
+
+    args = sft_args(cfg, work)
     trainer = _trainer(cfg.agent_loss)(model=model, args=args, train_dataset=Dataset.from_list(examples),
                                        processing_class=tokenizer)
     trainer.train()
