@@ -174,7 +174,8 @@ def test_the_cloned_agent_answers_and_calls_tools_in_the_rollout_format(tmp_path
 @pytest.mark.slow
 def test_a_safety_stage_raises_the_agents_safety_and_a_helpfulness_stage_its_helpfulness(make_cfg) -> None:
     """Generatively, rule emulator and judges, all 64 test cases of seed 0: the signs, not the sizes (measured:
-    safety 2.984 -> 3.000 after S, helpfulness 0.047 -> 0.219 after H; the same signs for seeds 1 and 2)."""
+    safety 2.984 -> 3.000 after S, helpfulness 0.047 -> 0.219 after H; the same signs for seeds 1 and 2). What moves
+    them (README, "Where the stages' effects come from"): H teaches the agent to look up and ask, S stops it acting."""
     from agent_safety.train.schedule import run_schedule
 
     common = ("model=tiny_agent", "eval=generative", "logger=none")
