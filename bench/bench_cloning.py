@@ -39,7 +39,6 @@ def main() -> None:
     from datasets import Dataset
     from omegaconf import OmegaConf
     from transformers import AutoTokenizer, LlamaForCausalLM
-    from trl import SFTTrainer
 
     from agent_safety.train.tiny import _trainer, agent_examples, build_tiny, sft_args
 
@@ -51,7 +50,7 @@ def main() -> None:
         path = build_tiny(dataclasses.replace(cfg, agent_steps=0, induction_init=False), corpus, tmp)
         tok = AutoTokenizer.from_pretrained(path)
         data = Dataset.from_list(examples)
-        trainers = {"trl": SFTTrainer, "completion": _trainer("completion")}
+        trainers = {name: _trainer(name) for name in ("trl", "completion")}
         times: dict[str, list[float]] = {k: [] for k in trainers}
         losses: dict[str, float] = {}
         for _ in range(a.rounds):
