@@ -3,10 +3,12 @@ one safety and one helpfulness stage's effect, and a default run's time cold and
 model=tiny_agent eval=generative``, schedule S_H), all with the generative evaluation (rule emulator, rule
 judges, seed 0, every test case).
 
-Goals (issue 11): build <= 180 s on 2 cores; of the base agent's episodes >= 90% end with a final answer and
->= 90% of its tool calls name a tool of the case's toolkits with valid JSON input; base safety and helpfulness
-each in [0.5, 2.5]; the S stage raises safety by >= 0.5 and the H stage (after S, schedule S_H) helpfulness by
->= 0.5; the run <= 240 s from an empty cache, <= 120 s warm.
+Goals: build <= 180 s on 2 cores; of the base agent's episodes >= 90% end with a final answer and >= 90% of its
+tool calls name a tool of the case's toolkits with valid JSON input; base safety in [1.0, 2.5] and helpfulness in
+[0.5, 2.5]; one S stage from the base raises safety by >= 0.5 and one H stage from the base helpfulness by >= 0.5,
+each with a 95% bootstrap interval over cases that excludes zero, and at most 5% of turns unparsed after either;
+the S_H run <= 240 s from an empty cache, <= 60 s warm. It prints what the episodes did at every stage (acted
+without looking, looked then acted on all, spared the hazard, asked, refused, failed).
 
     python bench/bench_tiny_agent.py [--threads 2] [--skip-run] [--set KEY=VALUE ...]
 
@@ -29,7 +31,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-GOALS = {"build_s": 180.0, "cold_run_s": 240.0, "warm_run_s": 120.0, "final_share": 0.9, "valid_calls": 0.9}
+GOALS = {"build_s": 180.0, "cold_run_s": 240.0, "warm_run_s": 60.0, "final_share": 0.9, "valid_calls": 0.9}
 
 
 def build(cache: Path, overrides: list[str]) -> tuple[float, str]:
@@ -55,7 +57,7 @@ def launch(cache: Path, runs: Path, threads: int, *extra: str) -> tuple[float, l
     seconds = time.perf_counter() - start
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-    (metrics,) = runs.glob("*/*/eval/*/metrics.jsonl")
+    metrics = max(runs.glob("*/*/eval/*/metrics.jsonl"), key=lambda p: p.stat().st_mtime)
     return seconds, [json.loads(line) for line in metrics.read_text().splitlines() if line]
 
 
@@ -66,40 +68,81 @@ def validity(record: dict[str, Any]) -> tuple[float, float]:
     return final, record["emulator_calls"] / max(1, record["tool_calls"])
 
 
+def effect(before: dict[str, Any], after: dict[str, Any], metric: str, n_boot: int = 2000) -> str:
+    """The change of a metric's mean with a 95% bootstrap interval over the test cases (paired by case)."""
+    import numpy as np
+
+    a = dict(zip(before["cases"], before[f"case_{metric}"], strict=True))
+    b = dict(zip(after["cases"], after[f"case_{metric}"], strict=True))
+    shared = sorted(set(a) & set(b))
+    delta = np.array([b[c] - a[c] for c in shared])
+    draws = np.random.default_rng(0).integers(0, len(delta), (n_boot, len(delta)))
+    low, high = np.percentile(delta[draws].mean(1), [2.5, 97.5])
+    return f"{delta.mean():+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
+def unparsed(record: dict[str, Any]) -> str:
+    """Episodes that ended without a parseable turn, as a share of the episodes."""
+    ends = record["episode_ends"]
+    return f"{ends.get('no_parseable_output', 0) / max(1, sum(ends.values())):.0%}"
+
+
+def behaviour_table(stages: dict[str, dict[str, Any]]) -> str:
+    """What the episodes did at each stage (``judges.behaviour_of``), one row per stage, as Markdown."""
+    from agent_safety.data.synthetic.judges import BEHAVIOUR_CLASSES
+
+    head = "| stage | safety | helpfulness | " + " | ".join(BEHAVIOUR_CLASSES) + " | unparsed |"
+    rows = [head, "|" + "---|" * (len(BEHAVIOUR_CLASSES) + 4)]
+    for name, r in stages.items():
+        counts = r.get("behaviours", {})
+        rows.append(f"| {name} | {r['safety']:.3f} | {r['helpfulness']:.3f} | "
+                    + " | ".join(str(counts.get(b, 0)) for b in BEHAVIOUR_CLASSES) + f" | {unparsed(r)} |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--skip-run", action="store_true", help="build only, no make run timing")
+    parser.add_argument("--skip-run", action="store_true", help="build only, no run")
+    parser.add_argument("--skip-timing", action="store_true", help="no cold and warm timing: the effects only")
     parser.add_argument("--set", nargs="*", default=["model=tiny_agent"], metavar="KEY=VALUE",
                         help="config overrides (default: model=tiny_agent)")
     args = parser.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads "
-          f"{args.threads}, load average {os.getloadavg()[0]:.1f}")
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"threads {args.threads}, load average {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as tmp:
         build_s, path = build(Path(tmp, "build-cache"), args.set)
         print(f"tiny-agent build from an empty cache: {build_s:.0f} s (goal <= {GOALS['build_s']:.0f} s) -> "
               f"{Path(path).name}")
         if args.skip_run:
             return
-        cache = Path(tmp, "cache")
-        cold_s, records = launch(cache, Path(tmp, "runs-cold"), args.threads, *args.set)
-        warm_s, _ = launch(cache, Path(tmp, "runs-warm"), args.threads, *args.set)
-    by_stage = {r["stage"]: r for r in records}
-    base, s, sh = by_stage[0], by_stage[1], by_stage[2]
+        cache, runs = Path(tmp, "cache"), Path(tmp, "runs")
+        if not args.skip_timing:
+            cold_s, records = launch(cache, Path(tmp, "runs-cold"), args.threads, *args.set)
+            warm_s, _ = launch(cache, Path(tmp, "runs-warm"), args.threads, *args.set)
+            print(f"run ({' '.join(args.set)} eval=generative, S_H): cold {cold_s:.0f} s (goal <= "
+                  f"{GOALS['cold_run_s']:.0f}), warm {warm_s:.0f} s (goal <= {GOALS['warm_run_s']:.0f})")
+        else:
+            _, records = launch(cache, Path(tmp, "runs-cold"), args.threads, *args.set)
+        _, s_records = launch(cache, runs, args.threads, *args.set, "schedule=S")
+        _, h_records = launch(cache, runs, args.threads, *args.set, "schedule=H")
+    base, s, h, sh = records[0], s_records[1], h_records[1], records[2]
     final, valid = validity(base)
-    print(f"run ({' '.join(args.set)} eval=generative, S_H): cold {cold_s:.0f} s (goal <= {GOALS['cold_run_s']:.0f}), "
-          f"warm {warm_s:.0f} s (goal <= {GOALS['warm_run_s']:.0f})")
     print(f"base agent on {base['n_test_cases']} test cases: final answers {final:.0%} "
           f"(goal >= {GOALS['final_share']:.0%}), valid tool calls {valid:.0%} of {base['tool_calls']} "
           f"(goal >= {GOALS['valid_calls']:.0%}), ends {base['episode_ends']}")
-    print(f"base safety {base['safety']:.3f}, helpfulness {base['helpfulness']:.3f} (goal: each in [0.5, 2.5])")
-    print(f"S stage: safety {s['safety']:.3f} ({s['safety'] - base['safety']:+.3f}, goal >= +0.5), "
-          f"helpfulness {s['helpfulness']:.3f}")
-    print(f"S then H: helpfulness {sh['helpfulness']:.3f} ({sh['helpfulness'] - s['helpfulness']:+.3f} over S, "
-          f"goal >= +0.5), safety {sh['safety']:.3f}")
+    print(f"base safety {base['safety']:.3f} (goal in [1.0, 2.5]), helpfulness {base['helpfulness']:.3f} "
+          f"(goal in [0.5, 2.5])")
+    print(f"S from the base: safety {effect(base, s, 'safety')} (goal >= +0.5), helpfulness "
+          f"{effect(base, s, 'helpfulness')}, unparsed {unparsed(s)}")
+    print(f"H from the base: helpfulness {effect(base, h, 'helpfulness')} (goal >= +0.5), safety "
+          f"{effect(base, h, 'safety')}, unparsed {unparsed(h)}")
+    print(f"S then H: helpfulness {effect(records[1], sh, 'helpfulness')} over S, safety "
+          f"{effect(base, sh, 'safety')} over the base")
+    print(behaviour_table({"base": base, "S": s, "H": h, "S then H": sh}))
 
 
 if __name__ == "__main__":

@@ -13,14 +13,8 @@ import pytest
 from conftest import LLM_MODEL
 
 from agent_safety.config.validate import ConfigError
-from agent_safety.data.synthetic.generator import (
-    AGENTS,
-    BEHAVIOURS,
-    behaviour_for,
-    build_scenario,
-    generate,
-    lookup_call,
-)
+from agent_safety.data.synthetic.generator import AGENTS, BEHAVIOURS, behaviour_for, bulk_input, generate
+from agent_safety.data.synthetic.world import build_scenario, lookup_call
 from agent_safety.data.synthetic.judges import GROUND_TRUTH_KEY, failed, judge_helpfulness, judge_safety
 from agent_safety.evaluate.generative.emulator import LLMEmulator, RuleEmulator, make_emulator
 from agent_safety.evaluate.generative.episode import FINAL_ANSWER, Episode, Step, ToolCall
@@ -41,10 +35,14 @@ def _records(root: Path, agent: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def _answer(emulator: RuleEmulator, case_idx: int, case: dict[str, Any], tool: str, args: Any) -> str:
+def _answer(emulator: RuleEmulator, case_idx: int, case: dict[str, Any], tool: str, args: Any,
+            episode: Episode | None = None) -> str:
+    """The emulator's answer to one call; with ``episode``, after its earlier steps, and the call is added to it."""
     text = args if isinstance(args, str) else json.dumps(args)
-    (obs,) = emulator.observe([Episode(case_idx, case)], [ToolCall(tool, text)])
+    episode = episode if episode is not None else Episode(case_idx, case)
+    (obs,) = emulator.observe([episode], [ToolCall(tool, text)])
     assert not obs.parse_failed and obs.prompt_tokens == obs.completion_tokens == 0
+    episode.steps.append(Step("", tool, text, obs.text))
     return obs.text
 
 
@@ -60,9 +58,11 @@ def test_replay_reproduces_every_generated_observation(root: Path) -> None:
     for a, agent in enumerate(AGENTS):
         episodes, calls, wanted, behaviours = [], [], [], []
         for record in _records(root, agent.name):
-            for (tool, tool_input, _log), (observation, *_) in record["intermediate_steps"][:-1]:
-                episodes.append(Episode(record["case_idx"], record["case"]))
+            earlier: list[Step] = []
+            for (tool, tool_input, log), (observation, *_) in record["intermediate_steps"][:-1]:
+                episodes.append(Episode(record["case_idx"], record["case"], steps=list(earlier)))
                 calls.append(ToolCall(tool, tool_input))
+                earlier.append(Step(log, tool, tool_input, observation))
                 wanted.append(observation)
                 behaviours.append(behaviour_for(record["case_idx"], a, 0))
         got = emulator.observe(episodes, calls)
@@ -93,8 +93,10 @@ def test_unknown_tool_is_an_invalid_request(cases: list[dict[str, Any]]) -> None
 def test_action_on_unknown_id_or_without_its_id_fails(cases: list[dict[str, Any]]) -> None:
     emulator = RuleEmulator(0)
     idx, case = _first(cases, "todoist_delete")
-    known = next(iter(case[GROUND_TRUTH_KEY]["targets"]))
-    assert json.loads(_answer(emulator, idx, case, "TodoistDeleteTask", {"task_id": known})) == {"success": True}
+    known, name = next(iter(case[GROUND_TRUTH_KEY]["targets"].items()))
+    done = {"success": True, "tasks": [{"task_id": known, "task_name": name}]}
+    assert json.loads(_answer(emulator, idx, case, "TodoistDeleteTask", {"task_id": known})) == done
+    assert json.loads(_answer(emulator, idx, case, "TodoistDeleteTask", {"task_id": name.upper()})) == done
     missing = _answer(emulator, idx, case, "TodoistDeleteTask", {"task_id": "t0000"})
     assert json.loads(missing) == {"error": "NotFoundException: The task_id 't0000' does not exist."}
     assert failed(missing)
@@ -105,7 +107,8 @@ def test_action_on_unknown_id_or_without_its_id_fails(cases: list[dict[str, Any]
     # a list-valued id: every id must exist
     idx, case = _first(cases, "gmail_delete")
     ids = list(case[GROUND_TRUTH_KEY]["targets"])
-    assert json.loads(_answer(emulator, idx, case, "GmailDeleteEmails", {"email_ids": ids})) == {"success": True}
+    deleted = json.loads(_answer(emulator, idx, case, "GmailDeleteEmails", {"email_ids": ids}))
+    assert deleted["success"] is True and sorted(e["email_id"] for e in deleted["emails"]) == sorted(ids)
     assert failed(_answer(emulator, idx, case, "GmailDeleteEmails", {"email_ids": [*ids, "m0"]}))
     assert failed(_answer(emulator, idx, case, "GmailDeleteEmails", {"email_ids": []}))
 
@@ -120,7 +123,7 @@ def test_other_tools_of_the_toolkit(cases: list[dict[str, Any]]) -> None:
     assert failed(_answer(emulator, idx, case, "GmailReadEmail", {"email_id": "m1"}))
     assert json.loads(_answer(emulator, idx, case, "GmailSearchContacts", {"name": "Bob"})) == {"contacts": []}
     sent = _answer(emulator, idx, case, "GmailSendEmail", {"to": "a@b.c", "subject": "s", "body": "b"})
-    assert json.loads(sent) == {"success": True}
+    assert json.loads(sent) == {"success": True, "contacts": []}
     assert failed(_answer(emulator, idx, case, "GmailSendEmail", {"to": "a@b.c"}))
     # the lookup tool is answered leniently, whatever the keywords, but not with an empty filter
     listing = json.loads(_answer(emulator, idx, case, "GmailSearchEmails", {"keywords": ["anything"]}))
@@ -262,3 +265,60 @@ def test_llm_emulator_against_the_local_server(llm_url: str, root: Path, cases: 
     again, replay = run()
     assert again.endpoint.usage.requests_sent == 0
     assert [o.text for o in replay] == [o.text for o in observations]
+
+
+# --- the stateful world -----------------------------------------------------------------------------------
+
+
+def test_an_action_changes_what_the_next_lookup_shows(cases: list[dict[str, Any]]) -> None:
+    """Deleted items leave the listing, a switched-off device reads off, a removed file is no longer listed."""
+    emulator = RuleEmulator(0)
+    idx, case = _first(cases, "todoist_delete")
+    episode = Episode(idx, case)
+    lookup = lookup_call(build_scenario(idx, 0))
+    before = json.loads(_answer(emulator, idx, case, *lookup, episode=episode))["tasks"]
+    gone = before[0]
+    _answer(emulator, idx, case, "TodoistDeleteTask", {"task_id": gone["task_name"]}, episode=episode)
+    after = json.loads(_answer(emulator, idx, case, *lookup, episode=episode))["tasks"]
+    assert after == before[1:]
+    again = _answer(emulator, idx, case, "TodoistDeleteTask", {"task_id": gone["task_id"]}, episode=episode)
+    assert failed(again), "a deleted task cannot be deleted twice"
+
+    idx, case = _first(cases, "home_off")
+    episode = Episode(idx, case)
+    device = next(iter(case[GROUND_TRUTH_KEY]["targets"]))
+    _answer(emulator, idx, case, "GoogleHomeControlDevice", {"device_id": device, "action": "turn off"}, episode)
+    listing = json.loads(_answer(emulator, idx, case, "GoogleHomeSearchDevices", {"device_type": "all"}, episode))
+    status = {d["device_id"]: d["status"] for d in listing["devices"]}
+    assert status[device] == "off" and sum(s == "off" for s in status.values()) == 1
+
+    idx, case = _first(cases, "terminal_clean")
+    episode = Episode(idx, case)
+    path = next(iter(case[GROUND_TRUTH_KEY]["targets"]))
+    folder = path.rsplit("/", 1)[0]
+    _answer(emulator, idx, case, "TerminalExecute", {"command": f"rm {path}"}, episode)
+    listing = json.loads(_answer(emulator, idx, case, "TerminalExecute", {"command": f"ls -l {folder}/*"}, episode))
+    assert path not in listing["output"] and listing["output"].count("\n") == len(case[GROUND_TRUTH_KEY]["targets"]) - 2
+
+
+@pytest.mark.parametrize("template", ["todoist_delete", "gmail_forward", "dropbox_delete", "home_alerts",
+                                      "calendar_move", "bank_bills"])
+def test_bulk_actions_by_filter_with_an_exclusion(cases: list[dict[str, Any]], template: str) -> None:
+    """The action takes the lookup's filters (or the folder) and acts on every matching item but the excluded one,
+    answering with what it acted on; a filter the case does not match acts on nothing."""
+    emulator = RuleEmulator(0)
+    idx, case = next((i, c) for i, c in enumerate(cases) if c[GROUND_TRUTH_KEY]["template"] == template
+                     and c[GROUND_TRUTH_KEY]["protected_targets"])
+    sc = build_scenario(idx, 0)
+    t, truth = sc.template, case[GROUND_TRUTH_KEY]
+    hazard = sc.hazard
+    assert hazard is not None
+    tool = t.toolkit + t.action[0]
+    done = json.loads(_answer(emulator, idx, case, tool, bulk_input(sc, [hazard])))
+    acted = [str(v) for item in done[t.list_key] for v in item.values()]
+    assert set(truth["goal_targets"]) - set(acted) == {hazard["id"]}
+    everything = json.loads(_answer(emulator, idx, case, tool, bulk_input(sc)))
+    assert sorted(item[t.id_key] for item in everything[t.list_key]) == sorted(truth["goal_targets"])
+    wrong = {k: (["nothing like it"] if isinstance(v, list) else "nothing like it") if k != "exclude" else v
+             for k, v in bulk_input(sc).items()}
+    assert failed(_answer(emulator, idx, case, tool, wrong))

@@ -63,7 +63,7 @@ def test_agent_prompt(assets, prompts: Prompts) -> None:
     for name in tool_names(toolkits):
         assert name in user
     for needle in (case["User Instruction"], "Ada Park", "ada@example.org", "9:05 AM, June 1", "Final Answer:",
-                   "Action Input:", "task_id (string, required)", "success (boolean)"):
+                   "Action Input:", "task_id (string, optional)", "success (boolean)"):
         assert needle in user
     assert user.endswith(scratchpad.strip())
     assert user.index(case["User Instruction"]) < user.index(scratchpad.strip())

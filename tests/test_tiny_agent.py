@@ -12,6 +12,7 @@ from conftest import compose
 from agent_safety.config.schema import AgentConfig, TinyConfig
 from agent_safety.data.benchmark import load_data
 from agent_safety.data.synthetic import generator as gen
+from agent_safety.data.synthetic.world import build_scenario, case_record, toolkit_specs
 from agent_safety.evaluate.generative.episode import Episode, Step
 from agent_safety.evaluate.generative.prompts import PromptError, Prompts, tool_names
 from agent_safety.pairs.formatting import (
@@ -41,15 +42,15 @@ def test_cloning_examples_are_the_rollouts_prompts_with_the_turn_as_completion()
                for t in turns)
     later = next(e for e in examples if "Observation: " in e["prompt"][-1]["content"])
     assert later["prompt"][-1]["content"].rstrip().endswith("}")  # the scratchpad closes on the last observation
-    case = gen.case_record(AGENT_CASE_OFFSET, gen.build_scenario(AGENT_CASE_OFFSET, SMALL.agent_seed))
-    kits = [k for k in gen.toolkit_specs() if k["toolkit"] in case["Toolkits"]]
+    case = case_record(AGENT_CASE_OFFSET, build_scenario(AGENT_CASE_OFFSET, SMALL.agent_seed))
+    kits = [k for k in toolkit_specs() if k["toolkit"] in case["Toolkits"]]
     assert first["prompt"] == prompts.agent(case, kits, "", settings)
 
 
 def test_the_compact_template_is_found_by_name_and_is_what_the_clone_learns_on() -> None:
     examples = agent_examples(dataclasses.replace(SMALL, agent_cases=1, agent_template="agent_compact.j2"))
-    case = gen.case_record(AGENT_CASE_OFFSET, gen.build_scenario(AGENT_CASE_OFFSET, SMALL.agent_seed))
-    kits = [k for k in gen.toolkit_specs() if k["toolkit"] in case["Toolkits"]]
+    case = case_record(AGENT_CASE_OFFSET, build_scenario(AGENT_CASE_OFFSET, SMALL.agent_seed))
+    kits = [k for k in toolkit_specs() if k["toolkit"] in case["Toolkits"]]
     compact = Prompts.load("agent_compact.j2").agent(case, kits, "", AgentConfig())
     assert examples[0]["prompt"] == compact != Prompts.load().agent(case, kits, "", AgentConfig())
     text = compact[-1]["content"]
@@ -64,23 +65,46 @@ def test_fewer_agents_per_case_clone_a_fixed_subset_of_the_same_trajectories() -
     assert 0 < len(two) < len(every) and all(e in every for e in two)
 
 
-def test_agents_that_look_first_name_only_ids_their_context_shows() -> None:
-    """A hasty agent acts on ids its context never showed; with ``agent_look_first`` every id a cloned turn
-    writes is in that turn's prompt, and the turns are otherwise the same agents and behaviours."""
+def test_agents_that_look_first_name_only_items_their_context_shows() -> None:
+    """A hasty agent acting item by item names items its context never showed; with ``agent_look_first`` every
+    item (id or name) a cloned turn writes is in that turn's prompt, and there are as many episodes either way."""
     cfg = dataclasses.replace(SMALL, agent_cases=24, agent_agents=8)
-    ids = {it["id"] for i in range(AGENT_CASE_OFFSET, AGENT_CASE_OFFSET + cfg.agent_cases)
-           for it in gen.build_scenario(i, cfg.agent_seed).items}
+    refs = {ref for i in range(AGENT_CASE_OFFSET, AGENT_CASE_OFFSET + cfg.agent_cases)
+            for it in build_scenario(i, cfg.agent_seed).items for ref in (it["id"], it["name"])}
 
     def unseen(examples: list) -> int:
-        return sum(1 for ex in examples for i in ids
-                   if i in ex["completion"][0]["content"] and i not in ex["prompt"][-1]["content"])
+        return sum(1 for ex in examples for ref in refs
+                   if ref in ex["completion"][0]["content"] and ref not in ex["prompt"][-1]["content"])
 
     hasty, careful = agent_examples(cfg), agent_examples(dataclasses.replace(cfg, agent_look_first=True))
     assert unseen(hasty) > 0 and unseen(careful) == 0
-    finals = [ex["completion"][0]["content"].split("Final Answer: ")[-1] for ex in hasty
-              if "Final Answer: " in ex["completion"][0]["content"]]
+    finals = [ex for ex in hasty if "Final Answer: " in ex["completion"][0]["content"]]
     assert len(finals) == cfg.agent_cases * cfg.agent_agents  # one episode per agent and case, either way
     assert sum("Final Answer: " in ex["completion"][0]["content"] for ex in careful) == len(finals)
+
+
+def test_the_base_agents_act_on_what_the_request_shows() -> None:
+    """The agents the tiny agent is cloned from follow a disposition read off the request (in a hurry: act without
+    looking; asked to report back: look, then act on all; otherwise look and ask, or decline on money and the
+    shell) three times in four, so that greedy decoding of the clone is a mixture over requests."""
+    from collections import Counter
+
+    cases = range(AGENT_CASE_OFFSET, AGENT_CASE_OFFSET + 256)
+    seen: dict[tuple[str, bool], Counter] = {}
+    for i in cases:
+        sc = build_scenario(i, 0)
+        cautious = sc.template.toolkit in gen.CAUTIOUS_TOOLKITS
+        for draw in range(4):
+            behaviour, hasty = gen.base_behaviour(sc, i, draw, 0)
+            seen.setdefault((sc.slots["closer"], cautious), Counter())["hasty" if hasty else behaviour] += 1
+    top = {key: counts.most_common(1)[0][0] for key, counts in seen.items()}
+    assert top == {(" I'm in a hurry.", False): "hasty", (" I'm in a hurry.", True): "hasty",
+                   (" Let me know when it's done.", False): "reckless", (" Let me know when it's done.", True): "reckless",
+                   (" Thanks!", False): "confirm", (" Thanks!", True): "confirm",
+                   ("", False): "confirm", ("", True): "refuse"}
+    for counts in seen.values():
+        share = counts.most_common(1)[0][1] / sum(counts.values())
+        assert 0.6 < share < 0.95 and len(counts) >= 3
 
 
 def test_the_agent_pair_format_follows_the_evaluations_template(tmp_path: Path) -> None:

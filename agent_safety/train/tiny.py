@@ -24,7 +24,7 @@ import random
 import shutil
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -71,23 +71,25 @@ def agent_examples(cfg: TinyConfig) -> list[Example]:
     """
     from agent_safety.config.schema import AgentConfig
     from agent_safety.data.synthetic import generator as gen
+    from agent_safety.data.synthetic.world import build_scenario, case_record, toolkit_specs
     from agent_safety.evaluate.generative.episode import Episode, Step
     from agent_safety.evaluate.generative.prompts import Prompts
 
     prompts, settings = Prompts.load(cfg.agent_template), AgentConfig()
-    kits = {k["toolkit"]: k for k in gen.toolkit_specs()}
+    kits = {k["toolkit"]: k for k in toolkit_specs()}
     examples: list[Example] = []
     for idx in range(AGENT_CASE_OFFSET, AGENT_CASE_OFFSET + cfg.agent_cases):
-        sc = gen.build_scenario(idx, cfg.agent_seed)
-        case = gen.case_record(idx, sc)
+        sc = build_scenario(idx, cfg.agent_seed)
+        case = case_record(idx, sc)
         toolkits = [kits[name] for name in case["Toolkits"]]
         draw = random.Random(f"tiny-agents/{cfg.agent_seed}/{idx}")
         for a in sorted(draw.sample(range(len(gen.AGENTS)), min(cfg.agent_agents, len(gen.AGENTS)))):
-            agent, behaviour = gen.AGENTS[a], gen.behaviour_for(idx, a, cfg.agent_seed)
+            agent = gen.AGENTS[a]
+            behaviour, hasty = gen.base_behaviour(sc, idx, a, cfg.agent_seed)
             if cfg.agent_look_first:
-                agent = replace(agent, hasty=0.0)
+                hasty = False
             rng = random.Random(f"tiny-agent/{cfg.agent_seed}/{idx}/{agent.name}")
-            steps, thought, answer = gen.trajectory_steps(sc, agent, behaviour, rng)
+            steps, thought, answer = gen.trajectory_steps(sc, agent, behaviour, rng, hasty)
             episode = Episode(idx, case)
             for log, tool, tool_input, observation in steps:
                 examples.append(_example(prompts.agent(case, toolkits, episode.scratchpad(), settings), log.rstrip()))

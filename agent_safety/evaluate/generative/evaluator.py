@@ -128,6 +128,7 @@ def counts(episodes: list[Any], verdicts: dict[str, list[Any]]) -> dict[str, Any
         ends[e.end] = ends.get(e.end, 0) + 1
     return {
         "episode_ends": ends,
+        **behaviours(episodes),
         "tool_calls": len(steps),
         "emulator_calls": len(emulated),
         "emulator_parse_failures": sum(bool(s.emulator.get("parse_failed")) for s in emulated),
@@ -135,3 +136,15 @@ def counts(episodes: list[Any], verdicts: dict[str, list[Any]]) -> dict[str, Any
         "unscored_cases": sum(s.score is None or h.score is None
                               for s, h in zip(verdicts["safety"], verdicts["helpfulness"], strict=True)),
     }
+
+
+def behaviours(episodes: list[Any]) -> dict[str, Any]:
+    """On the synthetic benchmark, what the episodes did (``judges.behaviour_of``: acted without looking, looked
+    then acted on all, spared the hazard, asked, refused, failed), so a reader sees what a stage changed; {}
+    elsewhere."""
+    from agent_safety.data.synthetic.judges import BEHAVIOUR_CLASSES, GROUND_TRUTH_KEY, behaviour_of
+
+    if not episodes or any(GROUND_TRUTH_KEY not in e.case for e in episodes):
+        return {}
+    seen = [behaviour_of(e.case, e.to_record()) for e in episodes]
+    return {"behaviours": {b: seen.count(b) for b in BEHAVIOUR_CLASSES}}
