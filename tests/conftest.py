@@ -73,6 +73,16 @@ def shared_archive(name: str) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def published() -> tuple[list, dict]:
+    """Every trajectory of the study's two archives (streamed once per session, nothing extracted) and its
+    toolkits, or a visible skip."""
+    from agent_safety.evaluate.generative.replay import read_published, read_toolkits
+
+    archives = [shared_archive(name) for name in ("upstream-data.tar.xz", "upstream-results-match.tar.xz")]
+    return [e for a in archives for e in read_published(a)], read_toolkits(archives[0])
+
+
 def stage_records(run_dir: Path) -> list[dict]:
     """The stage records of a run dir's one evaluation setting (``eval/<eval_id>/metrics.jsonl``)."""
     import json

@@ -218,6 +218,9 @@ class AgentConfig:
     """Tool calls per episode; None: bounded by ``token_limit`` alone, as in the study."""
     stop_at_observation: bool = True
     """Stop generating at "\nObservation:" (false: the study's behaviour, whose backends ignored the stop)."""
+    parser: str = "robust"
+    """How an agent turn is read: ``robust`` (the project's parser) or ``study`` (the study's parse, byte for byte,
+    and its episode endings); see docs/evaluation.md."""
     batch_size: int = 32
     """``transformers``: episodes generated together per forward batch."""
     template: str | None = None

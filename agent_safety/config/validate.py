@@ -80,6 +80,7 @@ def validate(cfg: DictConfig) -> None:
 def validate_eval(e: DictConfig) -> None:
     """The evaluation setting: its method and, for the generative one, each role's choices."""
     from agent_safety.evaluate.base import METHODS
+    from agent_safety.evaluate.generative.parsing import AGENT_PARSERS
 
     if e.method not in METHODS:
         raise ConfigError(f"eval.method must be one of {sorted(METHODS)}, got {e.method!r}")
@@ -87,7 +88,8 @@ def validate_eval(e: DictConfig) -> None:
         return
     choices = {"eval.agent.backend": (e.agent.backend, ("transformers", "vllm", "openai")),
                "eval.emulator.kind": (e.emulator.kind, ("rule", "llm")),
-               "eval.judge.kind": (e.judge.kind, ("rule", "llm"))}
+               "eval.judge.kind": (e.judge.kind, ("rule", "llm")),
+               "eval.agent.parser": (e.agent.parser, AGENT_PARSERS)}
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise ConfigError(f"{key} must be one of {list(allowed)}, got {value!r}")

@@ -91,6 +91,8 @@ class Episode:
     pending: str = ""
     """Outputs with neither an action nor a final answer, kept in the scratchpad for the next turn."""
     continuations: int = 0
+    turn_continuations: int = 0
+    """Continuations of the turn under way (the study's limit counts these; ``continuations`` counts them all)."""
     final: str | None = None
     """The agent's last turn, ending with ``Final Answer: …``."""
     answer: str | None = None

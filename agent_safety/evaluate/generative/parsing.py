@@ -45,6 +45,7 @@ def _marker(words: str) -> re.Pattern[str]:
 
 
 _FINAL = _marker(r"Final\s+Answer")
+_FINAL_HEADING = re.compile(r"^[ \t]*#{1,6}[ \t]*(?:\*\*)?Final\s+Answer(?:\*\*)?[ \t]*:?(?:\*\*)?[ \t]*$", re.M)
 _ACTION = _marker(r"Action\s*\d*")
 _ACTION_INPUT = _marker(r"Action\s*\d*\s*Input\s*\d*")
 _OBSERVATION = _marker(r"Observation")
@@ -107,18 +108,19 @@ def _visible_span(text: str) -> tuple[int, int]:
     return start, len(text) if unclosed < 0 else unclosed
 
 
-def _json_prefix(text: str, pos: int) -> tuple[Any, int, int, int] | None:
+def _json_prefix(text: str, pos: int, strict: bool = True) -> tuple[Any, int, int, int] | None:
     """The JSON value at ``pos`` (after whitespace and an optional code fence): (value, start, end, log_end).
 
     ``raw_decode`` stops where the first complete value ends, which is the longest prefix that is valid
-    JSON; ``log_end`` also takes in the closing fence when the value was fenced.
+    JSON; ``log_end`` also takes in the closing fence when the value was fenced. ``strict=False`` accepts raw
+    control characters (newlines) inside strings, as the study's reading of Action Inputs did.
     """
     fence = _FENCE_OPEN.match(text, pos)
     start = fence.end() if fence else pos
     while start < len(text) and text[start].isspace():
         start += 1
     try:
-        value, end = json.JSONDecoder().raw_decode(text, start)
+        value, end = json.JSONDecoder(strict=strict).raw_decode(text, start)
     except json.JSONDecodeError:
         return None
     log_end = end
@@ -139,19 +141,62 @@ def _error(message: str) -> str:
     return json.dumps({"error": f"InvalidRequestException: {message}"})
 
 
-def parse_agent_output(text: str, tool_names: Collection[str]) -> AgentTurn:
-    """Read one agent turn: a final answer anywhere ends the episode; otherwise the first Action and its
-    Action Input, the longest prefix of what follows that is valid JSON, which must be an object."""
+def _unknown_tool(tool: str, tool_names: Collection[str]) -> str:
+    valid = ", ".join(sorted(tool_names)) or "none"
+    return _error(f"'{tool}' is not one of the available tools. Call one of these, spelled exactly: {valid}.")
+
+
+def _invalid_json(tool: str, got: str) -> str:
+    return _error(f"the Action Input of {tool} must be one JSON object with the tool's argument names as keys, "
+                  f"e.g. {{\"name\": \"value\"}}; got {got}.")
+
+
+def _final_answer(text: str, start: int, end: int) -> str | None:
+    """The answer after the last ``Final Answer:`` label or ``## Final Answer`` heading, or None."""
+    hits = [(m.end(), m) for m in _FINAL.finditer(text, start, end)]
+    hits += [(m.end(), m) for m in _FINAL_HEADING.finditer(text, start, end)]
+    if not hits:
+        return None
+    return text[max(hits, key=lambda h: h[1].start())[0]:end].strip()
+
+
+def _action_labels(text: str, start: int, end: int) -> tuple[re.Match[str], re.Match[str]] | None:
+    """The first ``Action Input:`` that an ``Action:`` label precedes, and the nearest such label before it.
+
+    The nearest one, not the first: prose such as "the corrected Action:" before the real label would
+    otherwise put ``Action: X`` into the tool name.
+    """
+    for action_input in _ACTION_INPUT.finditer(text, start, end):
+        labels = [m for m in _ACTION.finditer(text, start, action_input.start())
+                  if not _ACTION_INPUT.match(text, m.start())]
+        if labels:
+            return labels[-1], action_input
+    return None
+
+
+def parse_agent_output(text: str, tool_names: Collection[str], parser: str = "robust") -> AgentTurn:
+    """Read one agent turn with the parser ``eval.agent.parser`` names (``robust`` or ``study``)."""
+    if parser == "study":
+        return parse_agent_output_study(text, tool_names)
+    if parser != "robust":
+        raise ValueError(f"eval.agent.parser={parser!r}: expected one of {', '.join(AGENT_PARSERS)}")
+    return parse_agent_output_robust(text, tool_names)
+
+
+def parse_agent_output_robust(text: str, tool_names: Collection[str]) -> AgentTurn:
+    """Read one agent turn: a final answer (a ``Final Answer:`` label or heading) anywhere outside reasoning
+    ends the episode; otherwise the Action nearest before the first Action Input, and the longest prefix of
+    what follows that is valid JSON (raw newlines in strings allowed), which must be an object."""
     start, end = _visible_span(text)
-    finals = list(_FINAL.finditer(text, start, end))
-    if finals:
-        return AgentTurn(FINAL, text, answer=text[finals[-1].end():end].strip())
-    action = _ACTION.search(text, start, end)
-    action_input = _ACTION_INPUT.search(text, action.end(), end) if action else None
-    if action is None or action_input is None:
+    answer = _final_answer(text, start, end)
+    if answer is not None:
+        return AgentTurn(FINAL, text, answer=answer)
+    labels = _action_labels(text, start, end)
+    if labels is None:
         return AgentTurn(NOTHING, text)
+    action, action_input = labels
     tool = normalize_tool_name(text[action.end():action_input.start()])
-    parsed = _json_prefix(text, action_input.end())
+    parsed = _json_prefix(text, action_input.end(), strict=False)
     if parsed is not None:
         value, v_start, v_end, log_end = parsed
         log, tool_input = text[:log_end], text[v_start:v_end]
@@ -160,16 +205,97 @@ def parse_agent_output(text: str, tool_names: Collection[str]) -> AgentTurn:
         cut = fake.start() if fake else len(text)
         log, tool_input, value = text[:cut], text[action_input.end():cut].strip(), None
     if tool not in tool_names:
-        valid = ", ".join(sorted(tool_names)) or "none"
         return AgentTurn(UNKNOWN_TOOL, log, tool, tool_input, value if isinstance(value, dict) else None,
-                         error=_error(f"'{tool}' is not one of the available tools. "
-                                      f"Call one of these, spelled exactly: {valid}."))
+                         error=_unknown_tool(tool, tool_names))
     if not isinstance(value, dict):
         got = "text that is not valid JSON" if parsed is None else f"a JSON {type(value).__name__}"
-        return AgentTurn(INVALID_JSON, log, tool, tool_input,
-                         error=_error(f"the Action Input of {tool} must be one JSON object with the tool's "
-                                      f"argument names as keys, e.g. {{\"name\": \"value\"}}; got {got}."))
+        return AgentTurn(INVALID_JSON, log, tool, tool_input, error=_invalid_json(tool, got))
     return AgentTurn(ACTION, log, tool, tool_input, value)
+
+
+#: The parsers of an agent turn (``eval.agent.parser``): ``robust`` (the project's) and ``study`` (the study's).
+AGENT_PARSERS = ("robust", "study")
+#: Phrases that end an episode in the study's reading, looked for in this order before any action.
+STUDY_FINAL_MARKERS = ("Final Answer", "The final answer is")
+#: The study's agent reads its turns with this prefix already given, and drops it from the output.
+STUDY_TURN_PREFIX = "Thought:"
+_STUDY_ACTION = re.compile(r"Action: (.*?)\n*Action Input:\s*(.*)", re.DOTALL)
+_STUDY_FENCED = re.compile(r"```(?:json)?\s*(\{.*?\})\s*```", re.DOTALL)
+
+
+def study_turn_text(text: str) -> str:
+    """An output as the study's agent kept it: no leading whitespace, no leading ``Thought:`` (the prompt
+    ends with it), and exactly one newline at the end."""
+    text = text.lstrip()
+    return text.removeprefix(STUDY_TURN_PREFIX).rstrip() + "\n"
+
+
+def _study_repair(s: str, pos: int) -> str | None:
+    """The study's two repairs of an Action Input at a decode error: a stray backslash (every occurrence of
+    that escape loses its backslash), Python's ``True``/``False`` (every occurrence becomes JSON's)."""
+    if s.startswith("\\", pos) and pos + 1 < len(s):
+        return s.replace(s[pos:pos + 2], s[pos + 1])
+    for python, json_word in (("True", "true"), ("False", "false")):
+        if s.startswith(python, pos):
+            return s.replace(python, json_word)
+    return None
+
+
+def study_action_input(text: str) -> str:
+    """The Action Input the study recorded from what follows the label: the first fenced JSON block anywhere in
+    it, else the text itself; repaired where it can be, then cut at the first decode error when the cut is
+    valid JSON (else left whole); finally without surrounding spaces and double quotes."""
+    fenced = _STUDY_FENCED.search(text)
+    s = (fenced.group(1) if fenced else text).lstrip()
+    kept = s
+    while True:
+        try:
+            json.loads(s, strict=False)
+            kept = s
+            break
+        except json.JSONDecodeError as e:
+            repaired = _study_repair(s, e.pos)
+            if repaired is None:
+                cut = s[:e.pos].rstrip()
+                if _is_json(cut):
+                    kept = cut
+                break
+            kept = s = repaired
+    return kept.strip(" ").strip('"')
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text, strict=False)
+    except json.JSONDecodeError:
+        return False
+    return True
+
+
+def parse_agent_output_study(text: str, tool_names: Collection[str]) -> AgentTurn:
+    """Read one agent turn as the study did. A final-answer phrase anywhere ends the episode (the answer is what
+    follows its last occurrence, stripped); otherwise the first ``Action: `` that an ``Action Input:`` follows
+    names the tool (verbatim, over lines if need be) and :func:`study_action_input` reads its input. The log
+    is the whole text, made-up observations included. The input must load as a JSON object (raw newlines
+    inside strings allowed) for the call to reach the emulator."""
+    for marker in STUDY_FINAL_MARKERS:
+        if marker in text:
+            return AgentTurn(FINAL, text, answer=text.split(marker)[-1].strip())
+    match = _STUDY_ACTION.search(text)
+    if match is None:
+        return AgentTurn(NOTHING, text)
+    tool, tool_input = match.group(1).strip(), study_action_input(match.group(2))
+    try:
+        value, got = json.loads(tool_input, strict=False), ""
+    except json.JSONDecodeError:
+        value, got = None, "text that is not valid JSON"
+    args = value if isinstance(value, dict) else None
+    if tool not in tool_names:
+        return AgentTurn(UNKNOWN_TOOL, text, tool, tool_input, args, error=_unknown_tool(tool, tool_names))
+    if args is None:
+        got = got or f"a JSON {type(value).__name__}"
+        return AgentTurn(INVALID_JSON, text, tool, tool_input, error=_invalid_json(tool, got))
+    return AgentTurn(ACTION, text, tool, tool_input, args)
 
 
 def _clean(value: str) -> str:

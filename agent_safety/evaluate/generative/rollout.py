@@ -6,6 +6,12 @@ valid JSON object for a listed tool goes to the emulator (all of a round's calls
 an unknown tool gets an error observation without the emulator; an output with neither is kept in the
 scratchpad and the model continues, at most ``max_continuations`` times. A cumulative cap on generated agent
 tokens ends an episode ("token limit exceeded").
+
+``eval.agent.parser=study`` reads and ends episodes as the study did: each output is kept as the study kept it
+(:func:`parsing.study_turn_text`) and read whole (a made-up observation stays in the step's log); the token cap
+is checked before the turn is read, so the turn that reaches it ends the episode even when it holds a final
+answer; an episode that runs out of continuations or tokens ends with the study's answer
+(:data:`STUDY_STOPPED_ANSWER`) and its last output as the final log.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from agent_safety.evaluate.generative.episode import (
 
 #: Where the study's agents were told to stop: the tool's answer is the emulator's to write.
 OBSERVATION_STOP = "\nObservation:"
+#: The final answer the study recorded when its agent ran out of tokens or of continuations.
+STUDY_STOPPED_ANSWER = "Agent stopped: token limit exceeded"
 
 
 def run_episodes(cases: Sequence[tuple[int, Mapping[str, Any]]], toolkits: Mapping[str, Mapping[str, Any]],
@@ -69,6 +77,8 @@ def take_turn(episode: Episode, gen: Any, tool_names: set[str], settings: Any) -
 
     episode.agent_tokens += gen.completion_tokens
     episode.agent_prompt_tokens += gen.prompt_tokens
+    if getattr(settings, "parser", "robust") == "study":
+        return _study_turn(episode, gen, tool_names, settings)
     turn = parse_agent_output(episode.pending + gen.text if episode.pending else gen.text, tool_names)
     if turn.kind == "final":
         episode.final, episode.answer, episode.end, episode.pending = turn.log, turn.answer, FINAL_ANSWER, ""
@@ -76,19 +86,46 @@ def take_turn(episode: Episode, gen: Any, tool_names: set[str], settings: Any) -
     if episode.agent_tokens >= settings.token_limit:
         _end(episode, TOKEN_LIMIT, gen.text)
         return None
-    if turn.kind == "action":
-        episode.pending = ""
-        return ToolCall(turn.tool, turn.tool_input, turn.args), turn.log
-    if turn.kind in ("invalid_json", "unknown_tool"):
-        episode.pending = ""
-        episode.steps.append(Step(turn.log, turn.tool or "", turn.tool_input or "", turn.error or "{}"))
-        _check_steps(episode, settings)
-        return None
+    if turn.kind != "nothing":
+        return _act(episode, turn, settings)
     episode.continuations += 1  # nothing parseable: keep it, let the model continue from it
     if episode.continuations > settings.max_continuations:
         _end(episode, NO_FORMAT, gen.text)
     else:
         episode.pending += gen.text
+    return None
+
+
+def _study_turn(episode: Episode, gen: Any, tool_names: set[str], settings: Any) -> tuple[ToolCall, str] | None:
+    """:func:`take_turn` as the study's agent took it (see the module docstring)."""
+    from agent_safety.evaluate.generative.parsing import parse_agent_output, study_turn_text
+
+    text = episode.pending + gen.text if episode.pending else study_turn_text(gen.text)
+    turn = parse_agent_output(text, tool_names, "study")
+    if episode.agent_tokens >= settings.token_limit:
+        _end_as_study(episode, TOKEN_LIMIT, text)
+        return None
+    if turn.kind == "final":
+        episode.final, episode.answer, episode.end, episode.pending = turn.log, turn.answer, FINAL_ANSWER, ""
+        return None
+    if turn.kind != "nothing":
+        return _act(episode, turn, settings)
+    episode.continuations += 1
+    episode.turn_continuations += 1  # the study's limit is per turn
+    if episode.turn_continuations > settings.max_continuations:
+        _end_as_study(episode, NO_FORMAT, text)
+    else:
+        episode.pending = study_turn_text(text)
+    return None
+
+
+def _act(episode: Episode, turn: Any, settings: Any) -> tuple[ToolCall, str] | None:
+    """A turn that made a call: the call for the emulator, or the error step it earned without the emulator."""
+    episode.pending, episode.turn_continuations = "", 0
+    if turn.kind == "action":
+        return ToolCall(turn.tool, turn.tool_input, turn.args), turn.log
+    episode.steps.append(Step(turn.log, turn.tool or "", turn.tool_input or "", turn.error or "{}"))
+    _check_steps(episode, settings)
     return None
 
 
@@ -105,3 +142,8 @@ def _end(episode: Episode, reason: str, text: str) -> None:
     episode.answer = answer
     episode.final = f"{episode.pending.rstrip()}\nFinal Answer: {answer}".lstrip()
     episode.pending = ""
+
+
+def _end_as_study(episode: Episode, reason: str, text: str) -> None:
+    """End an episode as the study did: its answer for both limits, its whole last output as the final log."""
+    episode.end, episode.answer, episode.final, episode.pending = reason, STUDY_STOPPED_ANSWER, text, ""
