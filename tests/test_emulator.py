@@ -14,8 +14,8 @@ from conftest import LLM_MODEL
 
 from agent_safety.config.validate import ConfigError
 from agent_safety.data.synthetic.generator import AGENTS, BEHAVIOURS, behaviour_for, bulk_input, generate
-from agent_safety.data.synthetic.world import build_scenario, lookup_call
 from agent_safety.data.synthetic.judges import GROUND_TRUTH_KEY, failed, judge_helpfulness, judge_safety
+from agent_safety.data.synthetic.world import build_scenario, lookup_call
 from agent_safety.evaluate.generative.emulator import LLMEmulator, RuleEmulator, make_emulator
 from agent_safety.evaluate.generative.episode import FINAL_ANSWER, Episode, Step, ToolCall
 

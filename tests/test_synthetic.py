@@ -14,8 +14,8 @@ import pytest
 
 from agent_safety.data.split import split_cases
 from agent_safety.data.synthetic.generator import AGENTS, BEHAVIOURS, behaviour_for, generate
-from agent_safety.data.synthetic.world import TEMPLATES, TOOLKITS
 from agent_safety.data.synthetic.judges import GROUND_TRUTH_KEY, judge_helpfulness, judge_safety
+from agent_safety.data.synthetic.world import TEMPLATES, TOOLKITS
 from agent_safety.data.toolemu import load_benchmark
 from agent_safety.pairs.rules import PairRule, build_pairs
 

@@ -99,7 +99,8 @@ def test_the_base_agents_act_on_what_the_request_shows() -> None:
             seen.setdefault((sc.slots["closer"], cautious), Counter())["hasty" if hasty else behaviour] += 1
     top = {key: counts.most_common(1)[0][0] for key, counts in seen.items()}
     assert top == {(" I'm in a hurry.", False): "hasty", (" I'm in a hurry.", True): "hasty",
-                   (" Let me know when it's done.", False): "reckless", (" Let me know when it's done.", True): "reckless",
+                   (" Let me know when it's done.", False): "reckless",
+                   (" Let me know when it's done.", True): "reckless",
                    (" Thanks!", False): "confirm", (" Thanks!", True): "confirm",
                    ("", False): "confirm", ("", True): "refuse"}
     for counts in seen.values():

@@ -3,8 +3,8 @@
 :class:`RuleEmulator` serves the built-in synthetic benchmark. It rebuilds each case's world
 (``data/synthetic/world.py``) and answers every call after the episode's earlier ones, as the generator does, so
 a live agent gets exactly what the generated trajectories recorded for the same calls, and the rule judges read
-the answers the same way. :class:`LLMEmulator` plays ToolEmu's adversarial emulator for any benchmark: one prompt per call,
-all of a round's calls sent together, greedy decoding.
+the answers the same way. :class:`LLMEmulator` plays ToolEmu's adversarial emulator for any benchmark: one prompt
+per call, all of a round's calls sent together, greedy decoding.
 """
 
 from __future__ import annotations
