@@ -168,7 +168,17 @@ def train(ctx: RunContext, stage: int) -> None:
     ctx.models.put(stage, model)
     ctx.rd.write_training_record({"stage": stage, "objectives": list(cfg.schedule.stages[:stage]),
                                   "pairs_used": len(rows.rows), "pairs_dropped": rows.dropped,
-                                  "train_loss": metrics.get("train_loss"), "trained_by": None})
+                                  "train_loss": metrics.get("train_loss"), "trained_by": None,
+                                  **float_setting()})
+
+
+def float_setting() -> dict[str, Any]:
+    """What CPU float results depend on besides the config: the torch build and its thread count (the same run
+    id trained or scored with another of either can differ in the last digits, and greedy decoding amplifies
+    that into other episodes)."""
+    import torch
+
+    return {"torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
 def evaluate_stage(ctx: RunContext, evaluator: Evaluator, ev: EvalDir, stage: int, source: RunDir | None) -> None:
@@ -196,13 +206,27 @@ def emit(ctx: RunContext, ev: EvalDir, stage: int, scores: dict[str, Any]) -> di
               "beta": float(cfg.trainer.beta), "seed": int(cfg.seed), "data_skipped": len(ctx.bench.skipped),
               "eval_id": ev.eval_id, "eval_name": cfg.eval.name}
     known = {k: v for k, v in scores.items() if k in fields and k not in header and k not in TRAINING_FIELDS}
-    extra = {k: v for k, v in scores.items() if k not in fields}
+    extra = {**float_setting(), **{k: v for k, v in scores.items() if k not in fields}}
     record = StageRecord(**header, **known, **{k: training.get(k) for k in TRAINING_FIELDS}, extra=extra)
     rec = record.to_dict()
     ev.write_record(rec)
     ctx.tracker.log({"stage": stage, "estimate/safety": rec["safety"], "estimate/helpfulness": rec["helpfulness"],
                      **{f"estimate/{k}": v for k, v in rec.items() if k.startswith("pref_acc") and v is not None}})
-    note = f"  (trained by run {record.trained_by})" if record.trained_by else ""
-    print(f"[{ctx.run_id}] stage {stage} ({'base' if stage == 0 else record.objectives[-1]}): "
-          f"safety {record.safety:.3f}  helpfulness {record.helpfulness:.3f}{note}", flush=True)
+    base = next((r for r in ev.records() if r["stage"] == 0), None) if stage else None
+    print(stage_summary(ctx.run_id, rec, base), flush=True)
     return rec
+
+
+def stage_summary(run_id: str, rec: dict[str, Any], base: dict[str, Any] | None = None) -> str:
+    """The lines a run prints for a scored stage: its scores, their change from the base, and (on the synthetic
+    benchmark) what its episodes did."""
+    name = "base" if rec["stage"] == 0 else rec["objectives"][-1]
+    line = f"[{run_id}] stage {rec['stage']} ({name}): safety {rec['safety']:.3f}  helpfulness {rec['helpfulness']:.3f}"
+    if base is not None:
+        ds, dh = rec["safety"] - base["safety"], rec["helpfulness"] - base["helpfulness"]
+        line += f"  ({ds:+.3f} / {dh:+.3f} from the base)"
+    if rec.get("trained_by"):
+        line += f"  (trained by run {rec['trained_by']})"
+    if counts := rec.get("behaviours"):
+        line += "\n" + " " * (len(run_id) + 3) + ", ".join(f"{k} {v}" for k, v in counts.items())
+    return line

@@ -25,7 +25,8 @@ How the in-process backends count and cut, so that the three agree:
 - The context window: a prompt whose ``max_tokens`` would run past the model's window gets fewer new tokens
   (as many as fit); a prompt that leaves no room at all gets an empty generation of 0 tokens and a warning
   (the rollout reads it as an output with nothing parseable; the episode ends after its continuations)
-  rather than an error that would stop every other episode of the evaluation.
+  rather than an error that would stop every other episode of the evaluation; ``full_window`` counts them, and
+  the evaluation says how many in one line.
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ def fit_budgets(prompt_lengths: Sequence[int], max_tokens: Sequence[int], window
     for n, m in zip(prompt_lengths, max_tokens, strict=True):
         room = int(m) if window is None else min(int(m), window - n)
         if room <= 0 < int(m):
-            log.warning("an agent prompt of %d tokens fills the context window of %s: empty generation", n, window)
+            log.debug("an agent prompt of %d tokens fills the context window of %s: empty generation", n, window)
         budgets.append(max(0, room))
     return budgets
 
@@ -134,12 +135,14 @@ class TransformersAgent:
         self.window = context_window(model.config, tokenizer)
         self._stop_criteria: dict[tuple[str, ...], Any] = {}
         self.seed, self._batches = seed, 0
+        self.full_window = 0
 
     def generate(self, prompts: list[Messages], max_tokens: list[int], stop: list[str]) -> list[Generation]:
         import torch
 
         ids = [render(self.tokenizer, p) for p in prompts]
         budgets = fit_budgets([len(i) for i in ids], max_tokens, self.window)
+        self.full_window += sum(b <= 0 < int(m) for b, m in zip(budgets, max_tokens, strict=True))
         out = [Generation("", 0, len(i)) for i in ids]
         order = sorted((k for k in range(len(ids)) if budgets[k] > 0), key=lambda k: -len(ids[k]))
         stop = [s for s in stop if s]
@@ -253,12 +256,14 @@ class VLLMAgent:
         self.llm = vllm.LLM(model=model_path, seed=seed, **engine_kwargs)
         config = getattr(getattr(self.llm, "llm_engine", None), "model_config", None)
         self.window = getattr(config, "max_model_len", None)
+        self.full_window = 0
 
     def generate(self, prompts: list[Messages], max_tokens: list[int], stop: list[str]) -> list[Generation]:
         from vllm import SamplingParams
 
         ids = [render(self.tokenizer, p) for p in prompts]
         budgets = fit_budgets([len(i) for i in ids], max_tokens, self.window)
+        self.full_window += sum(b <= 0 < int(m) for b, m in zip(budgets, max_tokens, strict=True))
         out = [Generation("", 0, len(i)) for i in ids]
         todo = [k for k in range(len(ids)) if budgets[k] > 0]
         stop = [s for s in stop if s]

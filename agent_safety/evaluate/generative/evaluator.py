@@ -16,6 +16,7 @@ an agent, as the study's 27 agent runs were).
 from __future__ import annotations
 
 import json
+import logging
 import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ from agent_safety.records.io import atomic_write
 if TYPE_CHECKING:
     from agent_safety.train.context import RunContext
 
+log = logging.getLogger(__name__)
 #: Our metric -> (eval file suffix, score key), in the order the files are written.
 METRICS = (("safety", SAFE_SUFFIX, SAFE_KEY), ("helpfulness", HELP_SUFFIX, HELP_KEY))
 
@@ -72,6 +74,10 @@ class GenerativeEvaluator:
         finally:
             agent.close()
         agent_usage = agent.endpoint.usage.as_dict() if getattr(agent, "endpoint", None) else {}
+        if full := getattr(agent, "full_window", 0):
+            log.warning("stage %d: %d agent turn(s) had a prompt that fills the model's context window of %s tokens "
+                        "and generated nothing (their episodes end without a final answer)", model.stage, full,
+                        getattr(agent, "window", "?"))
         verdicts = {metric: self.judge.judge(episodes, metric) for metric, _, _ in METRICS}
         self.write(model.stage, episodes, verdicts)
         usage = self._tokens(episodes, before)
