@@ -55,8 +55,11 @@ def record_failure(cfg: DictConfig, error: Exception) -> None:
     except Exception as e:  # a config too broken to name its run dir: the sweep's log has the error
         log.warning("cannot record the failure in a run dir (%s: %s)", type(e).__name__, e)
         return
-    if rd.status().get("status") != "completed":
-        rd.set_status("failed", run_id=rid, error=f"{type(error).__name__}: {error}")
+    try:
+        if rd.status().get("status") != "completed":
+            rd.set_status("failed", run_id=rid, error=f"{type(error).__name__}: {error}")
+    except OSError as e:  # an unwritable runs dir is what the error says
+        log.warning("cannot record the failure in %s (%s)", rd.root, e)
 
 
 def launch(cfg: DictConfig) -> dict:

@@ -67,6 +67,18 @@ def replace_dir(target: Path, save: Any) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def probe_writable(folder: Path) -> str | None:
+    """None if files can be created in ``folder`` (made if missing), else what stopped it, on one line."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".probe-")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        return f"{e.filename or folder}: {e.strerror or e}"
+    return None
+
+
 def read_json(path: Path, default: Any = None) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
