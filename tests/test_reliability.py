@@ -4,6 +4,7 @@ recovery (docs/reliability.md). Launches run in subprocesses where a second proc
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -39,3 +40,25 @@ def test_two_launches_of_the_same_config_train_it_once(tmp_path: Path, cache_dir
     status = json.loads((run_dir / "status.json").read_text())
     assert status["status"] == "completed" and status["attempt"] == 1
     assert [r["stage"] for r in stage_records(run_dir)] == [0, 1]
+
+
+@pytest.mark.slow
+def test_evaluating_a_run_with_a_stage_model_missing_names_it_and_trains_nothing(make_cfg, capsys) -> None:
+    from agent_safety.cli import main
+    from agent_safety.train.schedule import run_schedule
+
+    cfg = make_cfg("schedule=S_H", *QUICK)
+    run = run_schedule(cfg)
+    missing = run.run_dir / "stage_2" / "model"
+    shutil.rmtree(missing)
+    stages_before = (run.run_dir / "stages.jsonl").read_text()
+    capsys.readouterr()
+    code = main(["evaluate", str(run.run_dir), "eval=estimate", "eval.per_token=true",
+                 f"paths.cache_dir={cfg.paths.cache_dir}", "logger=none", "threads=1"])
+    out, err = capsys.readouterr()
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert str(missing) in err and "evaluation never trains" in err and "force=true" in err
+    assert "train_loss" not in out and not missing.exists()
+    assert (run.run_dir / "stages.jsonl").read_text() == stages_before
+    status = json.loads((run.run_dir / "status.json").read_text())
+    assert status["status"] == "completed" and status["attempt"] == 1  # the run stands as it was

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from agent_safety.config.validate import ConfigError
 from agent_safety.data.toolemu import DataError
+from agent_safety.records.rundir import RecordError
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def launch(cfg: DictConfig) -> dict:
         return plan_line(cfg)
     try:
         result = run_schedule(cfg)
-    except (ConfigError, DataError, ConnectionError) as e:  # ConnectionError: an endpoint's one-line error
+    except (ConfigError, DataError, RecordError, ConnectionError) as e:  # ConnectionError: an endpoint's one line
         print(f"error: {e}", file=sys.stderr, flush=True)
         if is_multirun():
             if not isinstance(e, ConnectionError):  # run_schedule recorded it already

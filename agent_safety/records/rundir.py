@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 TRAINING_FIELDS = ("pairs_used", "pairs_dropped", "train_loss", "trained_by")
 
 
+class RecordError(ValueError):
+    """A run dir's record is missing or unreadable: the message names the file and how to recover."""
+
+
 def redact(obj: Any, secrets: tuple[str, ...] | None = None) -> Any:
     """Copy of ``obj`` with secret-named keys and any value holding a secret from the env replaced."""
     if secrets is None:

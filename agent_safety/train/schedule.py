@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig
 
 from agent_safety.records.identity import eval_id, run_id, stage_key
-from agent_safety.records.rundir import TRAINING_FIELDS, EvalDir, RunDir
+from agent_safety.records.rundir import TRAINING_FIELDS, EvalDir, RecordError, RunDir
 from agent_safety.records.schema import StageRecord
 
 if TYPE_CHECKING:
@@ -91,6 +91,18 @@ def check_writable(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}: cannot write {problem}")
 
 
+def check_trained(rd: RunDir, n_stages: int, eid: str) -> None:
+    """Scoring a completed run never trains: each stage this setting has yet to score must have its merged
+    model, or the run stops here, before any work, naming the missing folder and how to get it back."""
+    trained, scored = set(rd.trained_stages()), set(rd.eval(eid).evaluated_stages())
+    for stage in range(1, n_stages + 1):
+        if stage not in trained and stage not in scored:
+            raise RecordError(
+                f"{rd.model_dir(stage)}: stage {stage}'s merged model is missing from this completed run, and "
+                "evaluation never trains; restore the folder, or retrain the run by launching its config "
+                f"({rd.root / 'config.yaml'}) again with force=true")
+
+
 def _run_locked(cfg: DictConfig, rid: str, rd: RunDir, config: dict[str, Any], eid: str) -> RunResult:
     """The run, under its lock: migrate, snapshot, train and score what is missing, mark it completed."""
     from agent_safety.launch.cluster import job_info
@@ -103,6 +115,8 @@ def _run_locked(cfg: DictConfig, rid: str, rd: RunDir, config: dict[str, Any], e
         if not cfg.force and finished(rd, eid):
             return _already(rid, rd, eid)
     trained_before = rd.status().get("status") == "completed" and not cfg.force  # this pass only scores
+    if trained_before:
+        check_trained(rd, len(cfg.schedule.stages), eid)
     if cfg.force and rd.root.exists():
         shutil.rmtree(rd.root)
     rd.root.mkdir(parents=True, exist_ok=True)
