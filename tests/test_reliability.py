@@ -62,3 +62,44 @@ def test_evaluating_a_run_with_a_stage_model_missing_names_it_and_trains_nothing
     assert (run.run_dir / "stages.jsonl").read_text() == stages_before
     status = json.loads((run.run_dir / "status.json").read_text())
     assert status["status"] == "completed" and status["attempt"] == 1  # the run stands as it was
+
+
+#: launch.py, killed with SIGKILL once the merged model of a stage is saved into its temporary folder and
+#: before that folder is renamed into place: a job killed in the middle of the merged-model write.
+KILLED_WHILE_WRITING_THE_MODEL = """
+import os, runpy, signal, sys
+import agent_safety.train.stage as stage
+real = stage.replace_dir
+def dying(target, save):
+    if target.name != "model":
+        return real(target, save)
+    def save_then_die(folder):
+        save(folder)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(target, save_then_die)
+stage.replace_dir = dying
+sys.argv[0] = {launch!r}
+runpy.run_path({launch!r}, run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+def test_a_kill_during_the_merged_model_write_resumes_to_the_same_record(tmp_path: Path, cache_dir: Path) -> None:
+    runs, twin = tmp_path / "runs", tmp_path / "twin"
+    script = KILLED_WHILE_WRITING_THE_MODEL.format(launch=str(ROOT / "launch.py"))
+    killed = subprocess.run([sys.executable, "-c", script, *_launch_cmd(runs, cache_dir, "schedule=S")[2:]],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    (run_dir,) = [p.parent for p in runs.glob("single/*/status.json")]
+    assert list((run_dir / "stage_1").glob(".model-*"))  # the kill left a half-written folder
+    resumed = _launch(runs, cache_dir, "schedule=S")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    alone = _launch(twin, cache_dir, "schedule=S")
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    (twin_dir,) = [p.parent for p in twin.glob("single/*/status.json")]
+    lines = [json.loads(line) for line in (run_dir / "stages.jsonl").read_text().splitlines()]
+    twin_lines = [json.loads(line) for line in (twin_dir / "stages.jsonl").read_text().splitlines()]
+    assert len(lines) == 1 and lines[0]["train_loss"] == pytest.approx(twin_lines[0]["train_loss"], rel=1e-5)
+    assert lines[0]["train_loss"] > 0
+    assert [r["stage"] for r in stage_records(run_dir)] == [0, 1]
+    assert sorted(p.name for p in (run_dir / "stage_1").iterdir()) == ["adapter", "model"]  # nothing left behind
