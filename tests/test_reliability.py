@@ -103,3 +103,61 @@ def test_a_kill_during_the_merged_model_write_resumes_to_the_same_record(tmp_pat
     assert lines[0]["train_loss"] > 0
     assert [r["stage"] for r in stage_records(run_dir)] == [0, 1]
     assert sorted(p.name for p in (run_dir / "stage_1").iterdir()) == ["adapter", "model"]  # nothing left behind
+
+
+def _one_line_error(done: subprocess.CompletedProcess) -> str:
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    return done.stderr.strip().splitlines()[-1]
+
+
+def test_a_runs_or_cache_dir_that_cannot_be_written_is_one_line(tmp_path: Path, cache_dir: Path) -> None:
+    """A file where the folder should be (what a read-only mount is to a job; permission bits do not stop root)."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    line = _one_line_error(_launch(blocker / "runs", cache_dir, "schedule=S"))  # Hydra's .launch dir in it
+    assert line.startswith(f"launch.py: error: cannot write {blocker / 'runs'}") and "paths.runs_dir" in line
+    line = _one_line_error(_launch(tmp_path / "runs", blocker / "cache", "schedule=S"))
+    assert line == f"error: paths.cache_dir: cannot write {blocker / 'cache'}: Not a directory"
+    assert not list((tmp_path / "runs").glob("single/*/status.json"))  # stopped before any work
+
+
+def test_a_dry_run_with_a_bad_value_is_one_line(tmp_path: Path, cache_dir: Path) -> None:
+    line = _one_line_error(_launch(tmp_path / "runs", cache_dir, "trainer.beta=0", "--dry-run"))
+    assert line == "launch.py: error: trainer.beta must be > 0, got 0.0"
+
+
+def test_evaluating_a_path_that_does_not_exist_is_one_line_and_writes_nothing(tmp_path: Path, capsys) -> None:
+    from agent_safety.cli import main
+
+    missing = tmp_path / "runs" / "single" / "no-such-run"
+    code = main(["evaluate", str(missing), f"paths.runs_dir={tmp_path / 'runs'}", "eval=estimate"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == [f"agent-safety evaluate: error: {missing}: no such run dir or model folder "
+                                 "(and not a hub id)"]
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_a_corrupt_status_names_its_file_and_a_relaunch_recovers_the_run(make_cfg, tmp_path: Path,
+                                                                         cache_dir: Path, capsys) -> None:
+    from agent_safety.cli import main
+    from agent_safety.train.schedule import run_schedule
+
+    runs = tmp_path / "runs"
+    run = run_schedule(make_cfg("schedule=S", *QUICK, runs=runs))
+    status = run.run_dir / "status.json"
+    status.write_text(status.read_text()[:25])  # cut short, as a disk that filled up would leave it
+    records = (next(run.run_dir.glob("eval/*/metrics.jsonl"))).read_text()
+    capsys.readouterr()
+    code = main(["evaluate", str(run.run_dir), "eval=estimate", "eval.per_token=true",
+                 f"paths.cache_dir={cache_dir}", "logger=none"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith(f"agent-safety evaluate: error: {status}: unreadable")
+    plan = _launch(runs, cache_dir, "schedule=S", "plan=true")
+    assert plan.returncode == 0 and "Traceback" not in plan.stderr and f"{status}: unreadable" in plan.stderr
+    relaunch = _launch(runs, cache_dir, "schedule=S")  # the documented recovery: launch it again
+    assert relaunch.returncode == 0, relaunch.stderr[-3000:]
+    assert f"{status}: unreadable" in relaunch.stderr + relaunch.stdout
+    assert "first training step" not in relaunch.stderr + relaunch.stdout  # nothing trained again
+    assert json.loads(status.read_text())["status"] == "completed"
+    assert next(run.run_dir.glob("eval/*/metrics.jsonl")).read_text() == records

@@ -14,6 +14,9 @@ from agent_safety.data.toolemu import DataError
 from agent_safety.records.rundir import RecordError
 
 log = logging.getLogger(__name__)
+#: Errors whose message is the whole story (it names the key, file, line or endpoint): one line, no traceback.
+#: ConnectionError: an endpoint's error (``EndpointError``), caught without importing the client.
+ONE_LINE = (ConfigError, DataError, RecordError, ConnectionError)
 
 
 def _hydra() -> Any:
@@ -82,7 +85,7 @@ def launch(cfg: DictConfig) -> dict:
         return plan_line(cfg)
     try:
         result = run_schedule(cfg)
-    except (ConfigError, DataError, RecordError, ConnectionError) as e:  # ConnectionError: an endpoint's one line
+    except ONE_LINE as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         if is_multirun():
             if not isinstance(e, ConnectionError):  # run_schedule recorded it already

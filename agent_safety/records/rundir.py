@@ -85,7 +85,22 @@ class _Status:
         return self.root / "status.json"
 
     def status(self) -> dict[str, Any]:
+        """The status, or {} (an unfinished run) when the file is missing or unreadable: a relaunch resumes
+        from the records beside it (stages.jsonl, metrics.jsonl) and rewrites it, training nothing twice."""
+        problem = self.status_problem()
+        if problem is not None:
+            log.warning("%s: unreadable (%s): read as an unfinished run; relaunching it resumes it and rewrites "
+                        "the file", self.status_path, problem)
+            return {}
         return read_json(self.status_path, {}) or {}
+
+    def status_problem(self) -> str | None:
+        """Why ``status.json`` cannot be read (None if it can, or is missing)."""
+        try:
+            data = read_json(self.status_path, {})
+        except (OSError, ValueError) as e:
+            return f"{type(e).__name__}: {e}"
+        return None if isinstance(data, dict) else f"not a JSON object: {type(data).__name__}"
 
     def set_status(self, status: str, **extra: Any) -> None:
         data = {**self.status(), "status": status, "updated": _now(), **extra}
