@@ -28,7 +28,13 @@ if __name__ == "__main__":
 
         multirun = "-m" in sys.argv or "--multirun" in sys.argv
         args = [a for a in sys.argv[1:] if a not in ("--dry-run", "-m", "--multirun") and a.lower() != "plan=true"]
-        sys.exit(plan_sweep(args, multirun))
+        from agent_safety.launch.run import ONE_LINE
+
+        try:
+            sys.exit(plan_sweep(args, multirun))
+        except ONE_LINE as e:  # a bad value names its key, as a launch without --dry-run does
+            print(f"launch.py: error: {e}", file=sys.stderr)
+            sys.exit(2)
     from agent_safety.launch.cluster import run_reporting_submission_errors
 
     sys.exit(run_reporting_submission_errors(main))  # a sweep sbatch refuses: one line, not a traceback

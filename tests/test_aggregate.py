@@ -399,3 +399,33 @@ def test_published_match_against_a_derived_set(published_runs: Path, tmp_path: P
     assert got == pytest.approx(dict(zip(alone.residuals["config"], alone.residuals["residual"], strict=True)))
     summary = (out / "summary.md").read_text()
     assert "| configuration | match | gpt5m-only |" in summary and "| **R²** | 0.765 |" in summary
+
+
+def test_a_fit_through_too_few_points_is_flagged_everywhere(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """Two fine-tuned points: a line through them fits exactly, and its interval is [1, 1]; flagged, not reported."""
+    from agent_safety.aggregate.figures import fit_label
+
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    for schedule in ("S", "H"):
+        rid = f"tiny-{schedule}-0-0.1"
+        write_run(runs, "sweep", rid, stage_records(rid, "sweep", "tiny", schedule, 0, 0.1, (1.2, 2.2)))
+    assert run_cli(str(runs), "--out", str(out), "--bootstrap", "50") == 0
+    printed = capsys.readouterr().out
+    fj = json.loads((out / "frontier.json").read_text())
+    assert fj["n"] == 2 and fj["r2"] == pytest.approx(1.0) and fj["r2_ci"] == pytest.approx([1.0, 1.0])
+    assert len(fj["caveats"]) == 2 and "n = 2" in fj["caveats"][0] and "degenerate" in fj["caveats"][1]
+    assert "NOT A RESULT: only n = 2 fitted points" in printed and "NOT A RESULT: the R² interval" in printed
+    summary = (out / "summary.md").read_text()
+    assert all(f"> **Not a result:** {note}." in summary for note in fj["caveats"])
+    fit = aggregate.compute(aggregate.collect([runs]), n_boot=0).fit
+    assert "NOT A RESULT: only n = 2" in fit_label(fit, fj["caveats"])  # the figure's legend entry
+    assert (out / "figures" / "frontier.png").stat().st_size > 5_000
+
+
+def test_a_fit_on_enough_points_carries_no_flag(tmp_path: Path):
+    from agent_safety.aggregate import frontier
+
+    x = np.linspace(-1, 1, 8)
+    fit = frontier.ols(x, 0.5 * x + np.sin(7 * x) / 10)
+    assert fit.n == 8 and frontier.fit_caveats(fit, [0.7, 0.95]) == []
+    assert len(frontier.fit_caveats(frontier.ols(x[:3], x[:3]), [1.0, 1.0])) == 2

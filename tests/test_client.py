@@ -362,3 +362,30 @@ def test_bad_endpoint_config_is_one_clear_line(tmp_path: Path) -> None:
         Endpoint(EndpointConfig(base_url=CLOSED_URL), tmp_path, "judge")
     override = Endpoint(EndpointConfig(base_url=CLOSED_URL, model="m"), tmp_path, "agent", model="stage-2")
     assert override.model == "stage-2"
+
+
+def test_one_failure_of_many_requests_prints_one_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    ep = endpoint(CLOSED_URL, tmp_path, role="judge", max_retries=2, timeout_s=2.0)
+    with caplog.at_level("WARNING"), pytest.raises(EndpointError, match="unreachable after 3 tries"):
+        ep.complete(ask("one", "two", "three", "four"))
+    assert ep.usage.retries >= 2
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(lines) == 1 and lines[0].startswith(f"endpoint {CLOSED_URL} (judge): ") and "retrying" in lines[0]
+
+
+def test_preflight_asks_a_dead_server_again_then_names_it_in_one_line(tmp_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    ep = endpoint(CLOSED_URL, tmp_path, role="emulator", max_retries=2, timeout_s=2.0)
+    with caplog.at_level("WARNING"), pytest.raises(EndpointError) as e:
+        ep.preflight()
+    assert str(e.value).startswith(f"endpoint {CLOSED_URL} (emulator) unreachable after 3 tries: ")
+    assert len([r for r in caplog.records if r.levelname == "WARNING"]) == 1
+
+
+def test_preflight_names_a_model_the_server_does_not_serve(scripted, tmp_path: Path) -> None:
+    api = scripted()
+    endpoint(api.url, tmp_path, model="tiny").preflight()
+    endpoint(api.url, tmp_path, model="a-stage-path").preflight(model=False)  # the server alone
+    with pytest.raises(EndpointError, match=r"does not serve model 'other'; it serves: tiny$"):
+        endpoint(api.url, tmp_path, model="other").preflight()
+    assert api.posts == 0

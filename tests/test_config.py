@@ -107,6 +107,18 @@ def test_the_default_is_the_tiny_agent_scored_generatively_and_the_study_data_by
     ("data.on_error=ignore", "data.on_error"),
     ("model.tiny.agent_loss=fast", "model.tiny.agent_loss"),
     ("model.tiny.copy_numbers=true", "model.tiny.copy_numbers"),
+    # numeric ranges: each of these ran before, to wrong results or a late traceback
+    ("eval.max_cases=-3", "eval.max_cases must be >= 1 (or null), got -3"),
+    ("eval.max_cases=0", "eval.max_cases must be >= 1 (or null), got 0"),
+    ("seed=-1", "seed must be >= 0 and <= 2147483647, got -1"),
+    ("trainer.max_steps=0", "trainer.max_steps must be >= 1 (or -1), got 0"),
+    ("trainer.lora.dropout=1.0", "trainer.lora.dropout"),
+    ("trainer.warmup_ratio=-0.1", "trainer.warmup_ratio"),
+    ("trainer.max_pairs=0", "trainer.max_pairs"),
+    ("objectives.safety.min_margin=4", "objectives.safety.min_margin"),
+    ("eval.judge.endpoint.timeout_s=0", "eval.judge.endpoint.timeout_s"),
+    ("eval.agent.temperature=-1", "eval.agent.temperature"),
+    ("data.n_cases=1", "data.n_cases"),
 ])
 def test_invalid_config_one_line_error(override: str, key: str) -> None:
     cfg = compose([override])
@@ -114,6 +126,23 @@ def test_invalid_config_one_line_error(override: str, key: str) -> None:
         validate(cfg)
     message = str(e.value)
     assert key in message and "\n" not in message
+
+
+def test_a_value_out_of_range_stops_a_run_before_any_work(make_cfg, tmp_path) -> None:
+    from agent_safety.train.schedule import run_schedule
+
+    with pytest.raises(ConfigError, match=r"^eval.max_cases must be >= 1"):
+        run_schedule(make_cfg("eval.max_cases=-3", "logger=none"))
+    assert not (tmp_path / "runs").exists()  # nothing written, nothing marked
+
+
+def test_every_numeric_key_of_the_schema_has_a_range() -> None:
+    from agent_safety.config.validate import RANGES, ROLES
+    from agent_safety.records.identity import schema_defaults
+
+    numeric = {k for k, v in schema_defaults().items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    covered = {k.replace("eval.*.", f"eval.{r}.") for k in RANGES for r in ROLES}
+    assert numeric - covered == set()
 
 
 def test_known_dpo_keys_pass() -> None:

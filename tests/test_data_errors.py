@@ -91,3 +91,42 @@ def test_run_on_bad_data_fails_and_is_not_completed(make_cfg, data_copy: Path) -
     status = json.loads(rd.status_path.read_text())
     assert status["status"] == "failed" and f"{path.name}:1" in status["error"]
     assert not list(rd.root.glob("eval/*/metrics.jsonl"))
+
+
+def _spoil_bytes(path: Path, line_no: int) -> int:
+    """Put a byte that is not UTF-8 (0xff) into line ``line_no``; returns its column."""
+    lines = path.read_bytes().splitlines(keepends=True)
+    column = lines[line_no - 1].index(b'"', 10) + 1  # inside a string value
+    lines[line_no - 1] = lines[line_no - 1][: column - 1] + b"\xff" + lines[line_no - 1][column - 1:]
+    path.write_bytes(b"".join(lines))
+    return column
+
+
+def test_bytes_that_are_not_utf8_name_file_line_and_column(data_copy: Path) -> None:
+    path = first_file(data_copy)
+    column = _spoil_bytes(path, 3)
+    with pytest.raises(DataError, match=rf"{path.name}:3: not UTF-8 \(byte 0xff at column {column}\)"):
+        load_benchmark(data_copy, "synthetic")
+    evals = first_file(data_copy, "_eval_agent_safe")
+    _spoil_bytes(evals, 1)
+    with pytest.raises(DataError, match=rf"{evals.name}:1: not UTF-8"):
+        load_benchmark(data_copy, "synthetic")
+
+
+def test_skip_mode_skips_bytes_that_are_not_utf8(data_copy: Path) -> None:
+    clean = load_benchmark(data_copy, "synthetic")
+    path = first_file(data_copy)
+    _spoil_bytes(path, 2)
+    bench = load_benchmark(data_copy, "synthetic", on_error="skip")
+    assert len(bench.skipped) == 1 and f"{path.name}:2: not UTF-8" in bench.skipped[0]
+    assert len(bench.trajectories) == len(clean.trajectories) - 1
+
+
+def test_data_stats_on_bytes_that_are_not_utf8_is_one_line(make_cfg, data_copy: Path, capsys) -> None:
+    from agent_safety.cli import main
+
+    path = first_file(data_copy)
+    _spoil_bytes(path, 4)
+    code = main(["data", "stats", "model=tiny", f"data.root={data_copy}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and f"{path}:4: not UTF-8 (byte 0xff" in err[0]

@@ -158,6 +158,31 @@ def test_a_trained_runs_stages_are_scored_generatively_and_load_back_as_data(mak
     assert model["cases"] == records[1]["cases"]
 
 
+def test_every_endpoint_is_checked_before_the_first_rollout(make_cfg, tmp_path: Path, caplog) -> None:
+    """An agent at a live server and a judge at a dead one: the run stops on the judge before the agent is
+    asked anything or any stage is trained, in one line (and one line while it waits)."""
+    from test_client import ScriptedAPI
+
+    from agent_safety.evaluate.generative.client import EndpointError
+    from agent_safety.train.schedule import run_dir_for, run_schedule
+
+    api = ScriptedAPI()
+    try:
+        cfg = make_cfg("schedule=S", *QUICK, *GENERATIVE, "eval.agent.backend=openai",
+                       f"eval.agent.endpoint.base_url={api.url}", "eval.agent.endpoint.model=tiny",
+                       "eval/judge=llm", "eval.judge.endpoint.base_url=http://127.0.0.1:9/v1",
+                       "eval.judge.endpoint.model=m", "eval.judge.endpoint.max_retries=1")
+        with caplog.at_level("WARNING"), pytest.raises(EndpointError) as e:
+            run_schedule(cfg)
+    finally:
+        api.close()
+    assert str(e.value).startswith("endpoint http://127.0.0.1:9/v1 (judge) unreachable after 2 tries: ")
+    assert api.posts == 0  # no rollout: the agent was never asked
+    _, rd, _ = run_dir_for(cfg)
+    assert rd.trained_stages() == [] and not list(rd.root.glob("eval/*/metrics.jsonl"))
+    assert len([r for r in caplog.records if "127.0.0.1:9" in r.getMessage()]) == 1
+
+
 @pytest.mark.slow
 def test_an_unreachable_judge_is_one_line_naming_the_endpoint(make_cfg, tmp_path: Path, capsys) -> None:
     from agent_safety.cli import main

@@ -98,7 +98,8 @@ def fit_rows(results: Mapping[str, Result]) -> pd.DataFrame:
                "evaluation setting": str(r.evaluation.get("id") or "-"), "points (n)": str(f.n),
                "slope": _fmt(f.slope), "intercept": _fmt(f.intercept), "r": _fmt(f.r), "**R²**": _fmt(f.r2),
                f"R² {level} CI, cases": _ci(*b["r2_ci"]),
-               f"R² {level} CI, cases + seeds": _ci(*(b.get("r2_ci_seeds") or [None, None]))}
+               f"R² {level} CI, cases + seeds": _ci(*(b.get("r2_ci_seeds") or [None, None])),
+               "not a result": "; ".join(r.caveats) or "-"}
         for key, value in col.items():
             rows.setdefault(key, {})[name] = value
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("").reset_index()
@@ -165,5 +166,7 @@ def print_compare(results: Mapping[str, Result]) -> None:
         f, b = r.fit, r.bootstrap
         print(f"{name}: R² = {_fmt(f.r2)} (r = {_fmt(f.r)}, slope = {_fmt(f.slope)}, n = {f.n}), "
               f"{b['level']:.0%} CI {_ci(*b['r2_ci'])}")
+        for note in r.caveats:
+            print(f"  NOT A RESULT: {note}")
     for df in (persistence_rows(results), residual_rows(results)):
         print(df.to_string(index=False).replace("**", ""))

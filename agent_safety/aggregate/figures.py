@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from agent_safety.aggregate.frontier import CONFIG_ORDER, Fit  # noqa: E402
+from agent_safety.aggregate.frontier import CONFIG_ORDER, Fit, fit_caveats  # noqa: E402
 
 FORMATS: tuple[str, ...] = ("png", "pdf")
 MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "*")
@@ -65,7 +65,13 @@ def _size_kws(points: pd.DataFrame) -> dict:
     return {"size": BETA_COL, "sizes": sizes, "size_order": labels}
 
 
-def frontier_plot(points: pd.DataFrame, fit: Fit, out_dir: Path) -> list[Path]:
+def fit_label(fit: Fit, caveats: Sequence[str] = (), name: str = "OLS fit") -> str:
+    """The fit's legend entry; a fit that is not a result (``frontier.fit_caveats``) says so in it."""
+    label = f"{name}: R² = {fit.r2:.3f}, r = {fit.r:.3f}, slope = {fit.slope:.3f}, n = {fit.n}"
+    return label + "".join(f"\nNOT A RESULT: {note}" for note in caveats)
+
+
+def frontier_plot(points: pd.DataFrame, fit: Fit, out_dir: Path, caveats: Sequence[str] = ()) -> list[Path]:
     """Safety-delta against helpfulness-delta of the fine-tuned points, with the OLS line and R²."""
     fp = _with_beta_label(points[(points["config"] != "base") & points["d_safety"].notna()])
     fig, ax = plt.subplots(figsize=(7.2, 5.4))
@@ -76,11 +82,11 @@ def frontier_plot(points: pd.DataFrame, fit: Fit, out_dir: Path) -> list[Path]:
                     markers=_markers(fp["model"]), edgecolor="black", linewidth=0.4, ax=ax, **_size_kws(fp))
     if np.isfinite(fit.slope):
         xs = np.linspace(fp["d_helpfulness"].min(), fp["d_helpfulness"].max(), 50)
-        ax.plot(xs, fit.intercept + fit.slope * xs, color="black", lw=1.2, ls="--",
-                label=f"OLS fit: R² = {fit.r2:.3f}, r = {fit.r:.3f}, n = {fit.n}")
+        ax.plot(xs, fit.intercept + fit.slope * xs, color="black", lw=1.2, ls="--", label=fit_label(fit, caveats))
     ax.set_xlabel("Δ helpfulness vs base (0–3 scale)")
     ax.set_ylabel("Δ safety vs base (0–3 scale)")
-    ax.set_title("Safety–helpfulness frontier of fine-tuned runs")
+    ax.set_title("Safety–helpfulness frontier of fine-tuned runs"
+                 + ("\n(too few points or a degenerate interval: the fit is not a result)" if caveats else ""))
     ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False, fontsize=8)
     return _save(fig, out_dir, "frontier")
 
@@ -225,14 +231,14 @@ def residuals_plot(points: pd.DataFrame, table: pd.DataFrame, out_dir: Path) -> 
 
 def make_figures(points: pd.DataFrame, fit: Fit, terms: pd.DataFrame, out_dir: Path, *,
                  residual_table: pd.DataFrame | None = None,
-                 persistence_ci: pd.DataFrame | None = None) -> list[Path]:
-    """Write every figure into ``out_dir``; returns the paths written."""
+                 persistence_ci: pd.DataFrame | None = None, caveats: Sequence[str] = ()) -> list[Path]:
+    """Write every figure into ``out_dir``; returns the paths written. ``caveats``: why the fit is not a result."""
     out_dir.mkdir(parents=True, exist_ok=True)
     # Context managers rather than sns.set_theme: no global style is left changed.
     with sns.axes_style("whitegrid"), sns.plotting_context("paper"):
         paths = []
         if ((points["config"] != "base") & points["d_safety"].notna()).any():
-            paths += frontier_plot(points, fit, out_dir)
+            paths += frontier_plot(points, fit, out_dir, caveats)
         paths += raw_scores_plot(points, out_dir) + per_model_plot(points, out_dir)
         paths += persistence_plot(terms, out_dir, persistence_ci)
         if residual_table is not None:
@@ -258,7 +264,7 @@ def compare_plot(sets: Mapping[str, tuple[pd.DataFrame, Fit, pd.DataFrame]], out
             if np.isfinite(fit.slope) and len(fp):
                 xs = np.linspace(fp["d_helpfulness"].min(), fp["d_helpfulness"].max(), 50)
                 left.plot(xs, fit.intercept + fit.slope * xs, color=colours[name], lw=1.4, ls="--",
-                          label=f"{name}: R² = {fit.r2:.3f}, slope = {fit.slope:.3f}, n = {fit.n}")
+                          label=fit_label(fit, fit_caveats(fit), name))
         for config in configs:
             left.scatter([], [], marker=markers[config], color="0.6", edgecolor="black", linewidth=0.3, label=config)
         left.axhline(0, color="0.8", lw=0.8, zorder=0)

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -45,6 +46,23 @@ class Fit:
     def to_dict(self) -> dict[str, float | int | None]:
         return {k: (None if isinstance(v, float) and not np.isfinite(v) else v)
                 for k, v in asdict(self).items()}
+
+
+#: Fewer points than this and an R² says nothing: a line through 2 points fits exactly (R² = 1 whatever they
+#: are), and through 3 it has one degree of freedom left. Such a fit is reported flagged, never as a result.
+MIN_FIT_POINTS = 4
+
+
+def fit_caveats(fit: Fit, r2_ci: Sequence[float | None] = (None, None)) -> list[str]:
+    """Why the fit, or its interval, is not a result (empty when it is): too few points, a degenerate interval."""
+    notes = []
+    if fit.n < MIN_FIT_POINTS:
+        notes.append(f"only n = {fit.n} fitted point{'s' if fit.n != 1 else ''} (fewer than {MIN_FIT_POINTS}): "
+                     "the R² is not meaningful")
+    lo, hi = (list(r2_ci) + [None, None])[:2]
+    if lo is not None and hi is not None and np.isfinite(lo) and np.isfinite(hi) and np.isclose(lo, hi):
+        notes.append(f"the R² interval [{lo:.3f}, {hi:.3f}] is degenerate: every resample gives the same R²")
+    return notes
 
 
 def config_sort_key(configs: pd.Series) -> pd.Series:

@@ -48,6 +48,11 @@ class Result:
         default_factory=lambda: pd.DataFrame(columns=list(persistence.INTERVAL_COLUMNS)))
     """Persistence per beta and pooled, with bootstrap intervals (``persistence.intervals``)."""
 
+    @property
+    def caveats(self) -> list[str]:
+        """Why the frontier fit is not a result, if it is not (too few points, a degenerate interval)."""
+        return frontier.fit_caveats(self.fit, self.bootstrap["r2_ci"])
+
     def frontier_json(self) -> dict[str, Any]:
         """The contents of ``frontier.json``."""
         c = self.collection
@@ -55,6 +60,7 @@ class Result:
         return _clean({
             **self.fit.to_dict(),
             "r2_ci": self.bootstrap["r2_ci"],
+            "caveats": self.caveats,
             "bootstrap": {k: v for k, v in self.bootstrap.items() if k != "r2_ci"},
             "persistence": self.persistence,
             "persistence_ci": persistence.intervals_json(self.persistence_ci),
@@ -216,7 +222,8 @@ def fit_markdown(result: Result) -> list[str]:
         f"(deltas from each base model): **R² = {_fmt(f.r2)}**, r = {_fmt(f.r)}; "
         f"{b['level']:.0%} bootstrap CI for R² {_ci(*b['r2_ci'])} "
         f"({b['n_valid']} of {b['n_boot']} case resamples, seed {b['seed']}); "
-        f"resampling seeds too: {_ci(*seeds)}.", ""]
+        f"resampling seeds too: {_ci(*seeds)}.", "",
+        *[f"> **Not a result:** {note}." for note in result.caveats], *([""] if result.caveats else [])]
 
 
 def residuals_markdown(result: Result) -> list[str]:
@@ -366,7 +373,8 @@ def write_outputs(result: Result, out: Path, *, figures: bool = True) -> list[Pa
         from agent_safety.aggregate.figures import make_figures  # matplotlib is slow to import: only when drawing
 
         fig_paths = make_figures(result.points, result.fit, result.terms, out / "figures",
-                                 residual_table=result.residuals, persistence_ci=result.persistence_ci)
+                                 residual_table=result.residuals, persistence_ci=result.persistence_ci,
+                                 caveats=result.caveats)
     (out / "summary.md").write_text(summary_markdown(result, fig_paths, out), encoding="utf-8")
     return fig_paths
 
@@ -455,6 +463,8 @@ def print_summary(result: Result, out: Path) -> None:
     print(f"evaluation setting: {_eval_line(result.evaluation)}".replace("`", ""))
     print(f"frontier: R² = {_fmt(f.r2)} (r = {_fmt(f.r)}, slope = {_fmt(f.slope)}, n = {f.n}), "
           f"{result.bootstrap['level']:.0%} CI [{_fmt(lo)}, {_fmt(hi)}]")
+    for note in result.caveats:
+        print(f"  NOT A RESULT: {note}")
     for beta, g in result.persistence_ci.groupby("beta", sort=False):
         print(f"persistence beta={beta}: " + ", ".join(
             f"Persist({r.ratio}) = {_fmt(r.value)} {_ci(r.ci_low, r.ci_high)}" for r in g.itertuples(index=False)))

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
+from dataclasses import dataclass
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 
 class ConfigError(ValueError):
@@ -14,6 +16,126 @@ class ConfigError(ValueError):
 
 
 KNOWN_METRICS = ("safety", "helpfulness")
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric key may take: ``low``..``high`` (each end open where ``*_open``), plus ``also``
+    (a sentinel such as ``max_steps=-1``), plus null where ``optional``."""
+
+    low: float = -math.inf
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = False
+    optional: bool = False
+    also: tuple[float, ...] = ()
+
+    def admits(self, value: float) -> bool:
+        if value in self.also:
+            return True
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return math.isfinite(value) and above and below
+
+    def describe(self) -> str:
+        parts = []
+        if self.low > -math.inf:
+            parts.append(f"{'>' if self.low_open else '>='} {_number(self.low)}")
+        if self.high < math.inf:
+            parts.append(f"{'<' if self.high_open else '<='} {_number(self.high)}")
+        text = " and ".join(parts) or "finite"
+        extra = [_number(v) for v in self.also] + (["null"] if self.optional else [])
+        return text + (f" (or {' or '.join(extra)})" if extra else "")
+
+
+def _number(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else f"{v:g}"
+
+
+POSITIVE = Range(0, low_open=True)
+NON_NEGATIVE = Range(0)
+AT_LEAST_1 = Range(1)
+FRACTION = Range(0, 1, high_open=True)
+SCORE = Range(0, 3)
+#: numpy's seeds are 32-bit; training seeds each stage with ``seed + stage``.
+SEED = Range(0, 2**31 - 1)
+#: Every numeric key of the schema and the values it may take (``*``: any objective, any endpoint role).
+#: Checked before any work: a value out of range would otherwise run and give silently wrong results
+#: (``eval.max_cases=-3`` scores all but the last 3 cases) or fail minutes later with a traceback.
+RANGES: dict[str, Range] = {
+    "seed": SEED,
+    "threads": Range(1, optional=True),
+    "model.gpu_hours_per_kpair": NON_NEGATIVE,
+    **{f"model.tiny.{k}": AT_LEAST_1 for k in (
+        "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+        "num_key_value_heads", "max_position_embeddings", "agent_agents", "agent_batch_size")},
+    **{f"model.tiny.{k}": NON_NEGATIVE for k in ("init_seed", "agent_cases", "agent_steps", "agent_seed")},
+    "model.tiny.rope_theta": POSITIVE,
+    "model.tiny.agent_learning_rate": POSITIVE,
+    "model.tiny.agent_warmup": FRACTION,
+    "data.n_cases": Range(2),
+    "data.generator_seed": NON_NEGATIVE,
+    "objectives.*.min_margin": SCORE,
+    "objectives.*.min_chosen": SCORE,
+    "objectives.*.num_train_epochs": Range(0, low_open=True, optional=True),
+    "trainer.beta": POSITIVE,
+    "trainer.learning_rate": POSITIVE,
+    "trainer.num_train_epochs": POSITIVE,
+    "trainer.max_steps": Range(1, also=(-1,)),
+    "trainer.per_device_train_batch_size": AT_LEAST_1,
+    "trainer.gradient_accumulation_steps": AT_LEAST_1,
+    "trainer.warmup_ratio": FRACTION,
+    "trainer.max_grad_norm": NON_NEGATIVE,
+    "trainer.max_length": Range(16),
+    "trainer.logging_steps": AT_LEAST_1,
+    "trainer.save_steps": AT_LEAST_1,
+    "trainer.max_pairs": Range(1, optional=True),
+    "trainer.lora.r": AT_LEAST_1,
+    "trainer.lora.alpha": POSITIVE,
+    "trainer.lora.dropout": FRACTION,
+    "eval.temperature": POSITIVE,
+    "eval.batch_size": AT_LEAST_1,
+    "eval.max_length": Range(1, optional=True),
+    "eval.max_cases": Range(1, optional=True),
+    "eval.agent.temperature": NON_NEGATIVE,
+    "eval.agent.max_tokens_per_step": AT_LEAST_1,
+    "eval.agent.token_limit": AT_LEAST_1,
+    "eval.agent.max_continuations": NON_NEGATIVE,
+    "eval.agent.max_steps": Range(1, optional=True),
+    "eval.agent.batch_size": AT_LEAST_1,
+    "eval.emulator.retries": NON_NEGATIVE,
+    "eval.judge.replicates": AT_LEAST_1,
+    "eval.judge.max_parse_retries": NON_NEGATIVE,
+    "eval.judge.retry_temperature": NON_NEGATIVE,
+    "eval.*.endpoint.max_concurrency": AT_LEAST_1,
+    "eval.*.endpoint.timeout_s": POSITIVE,
+    "eval.*.endpoint.max_retries": NON_NEGATIVE,
+    "eval.*.endpoint.temperature": NON_NEGATIVE,
+    "eval.*.endpoint.max_tokens": AT_LEAST_1,
+    "eval.*.endpoint.seed": Range(0, optional=True),
+}
+ROLES = ("agent", "emulator", "judge")
+
+
+def _expand(cfg: DictConfig, pattern: str) -> list[str]:
+    """The concrete keys of ``pattern``: ``*`` is each objective under ``objectives``, each role under ``eval``."""
+    if "*" not in pattern:
+        return [pattern]
+    head, tail = pattern.split(".*.", 1)
+    names = list(cfg.objectives) if head == "objectives" else list(ROLES)
+    return [f"{head}.{name}.{tail}" for name in names]
+
+
+def check_ranges(cfg: DictConfig) -> None:
+    """Every numeric key within its :data:`RANGES`, or a one-line error naming the key, the value and the range."""
+    for pattern, allowed in RANGES.items():
+        for key in _expand(cfg, pattern):
+            value = OmegaConf.select(cfg, key, default=None)
+            if value is None and allowed.optional:
+                continue
+            if value is None or isinstance(value, bool) or not isinstance(value, int | float) \
+                    or not allowed.admits(float(value)):
+                raise ConfigError(f"{key} must be {allowed.describe()}, got {value}")
 
 
 @functools.cache
@@ -31,12 +153,7 @@ def dpo_config_keys() -> frozenset[str]:
 def validate(cfg: DictConfig) -> None:
     """Reject a config that cannot run, before any work, with a one-line error naming the key."""
     t = cfg.trainer
-    if not t.beta > 0:
-        raise ConfigError(f"trainer.beta must be > 0, got {t.beta}")
-    if not t.learning_rate > 0:
-        raise ConfigError(f"trainer.learning_rate must be > 0, got {t.learning_rate}")
-    if t.max_length < 16:
-        raise ConfigError(f"trainer.max_length must be >= 16, got {t.max_length}")
+    check_ranges(cfg)
     stages = list(cfg.schedule.stages)
     if not stages:
         raise ConfigError("schedule.stages must name at least one objective, got []")
@@ -72,8 +189,6 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"logger.backend must be 'wandb' or 'none', got {cfg.logger.backend!r}")
     if cfg.logger.mode not in ("offline", "online", "disabled"):
         raise ConfigError(f"logger.mode must be offline, online or disabled, got {cfg.logger.mode!r}")
-    if cfg.eval.temperature <= 0:
-        raise ConfigError(f"eval.temperature must be > 0, got {cfg.eval.temperature}")
     validate_eval(cfg.eval)
 
 
@@ -105,7 +220,3 @@ def validate_eval(e: DictConfig) -> None:
         var = role.endpoint.get("api_key_env")
         if needed and var and not os.environ.get(var):
             raise ConfigError(f"eval.{key}.endpoint.api_key_env names {var}, which is not set in the environment")
-    if e.agent.token_limit < 1 or e.agent.max_tokens_per_step < 1:
-        raise ConfigError("eval.agent.token_limit and eval.agent.max_tokens_per_step must be >= 1")
-    if e.judge.replicates < 1:
-        raise ConfigError(f"eval.judge.replicates must be >= 1, got {e.judge.replicates}")

@@ -98,9 +98,15 @@ def median_score(value: Any) -> float:
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, Any, str | None]]:
-    """Yield (line number, record or None, error) for each non-empty line."""
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
+    """Yield (line number, record or None, error) for each non-empty line; bytes that are not UTF-8 are that
+    line's error, like a line that is not JSON."""
+    with path.open("rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield n, None, f"not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})"
+                continue
             if not line.strip():
                 continue
             try:
@@ -166,7 +172,7 @@ def load_benchmark(root: str | Path, judge: str, on_error: str = "raise") -> Ben
         toolkits = {t["toolkit"]: t for t in json.loads(toolkits_path.read_text(encoding="utf-8"))}
     except FileNotFoundError:
         raise DataError(f"{toolkits_path}: missing toolkit specs") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError) as e:  # ValueError: bad JSON or bytes that are not UTF-8
         raise DataError(f"{toolkits_path}: unreadable toolkit specs ({e})") from None
     digest = hashlib.sha256()
     skipped: list[str] = []

@@ -15,6 +15,7 @@ the report.
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from typing import Any
 
@@ -83,10 +84,14 @@ def _schema() -> Any:
 
 
 def evaluate_run(run_dir: Path, overrides: list[str]) -> list[dict[str, Any]]:
-    from agent_safety.records.rundir import RunDir
+    from agent_safety.records.rundir import RecordError, RunDir
     from agent_safety.train.schedule import run_dir_for, run_schedule
 
     rd = RunDir(run_dir)
+    problem = rd.status_problem()
+    if problem is not None:
+        raise RecordError(f"{rd.status_path}: unreadable ({problem}); relaunch the run with the config that "
+                          "launched it: it resumes from its records, trains nothing twice and rewrites the file")
     if rd.status().get("status") != "completed":
         raise ValueError(f"{run_dir}: the run is not completed (status {rd.status().get('status')!r}); "
                          "relaunch it to finish training")
@@ -95,6 +100,22 @@ def evaluate_run(run_dir: Path, overrides: list[str]) -> list[dict[str, Any]]:
     if found.root.resolve() != run_dir.resolve():
         raise ValueError(f"{run_dir}: its config.yaml hashes to run id {rid}; run `agent-safety migrate` first")
     return run_schedule(cfg).records
+
+
+#: A hub repo id: ``name`` or ``owner/name`` (what ``huggingface_hub`` accepts); anything else is a path.
+HUB_ID = re.compile(r"^(?:[\w][\w.-]*/)?[\w][\w.-]*$")
+
+
+def check_model_target(target: str) -> None:
+    """A TARGET that is neither a folder nor a hub id is a path that does not exist: say so before any work
+    (rather than a hub error about a repo id, with a pseudo-run dir left behind)."""
+    path = Path(target)
+    if path.exists():
+        if not path.is_dir():
+            raise FileNotFoundError(f"{target}: not a folder (a run dir, or a model folder / hub id)")
+        return
+    if target.startswith((".", "/", "~")) or not HUB_ID.match(target):
+        raise FileNotFoundError(f"{target}: no such run dir or model folder (and not a hub id)")
 
 
 def evaluate_model(target: str, overrides: list[str], out: Path | None) -> dict[str, Any]:
@@ -111,6 +132,7 @@ def evaluate_model(target: str, overrides: list[str], out: Path | None) -> dict[
     from agent_safety.train.context import prepare
     from agent_safety.train.schedule import emit, eval_setting
 
+    check_model_target(target)
     cfg = compose([*with_default(overrides, "model", CHECKPOINT_MODEL), "model.source=hub", f"model.path={target}",
                    "model.gguf_file=null", "logger=none"])
     with open_dict(cfg):
@@ -119,10 +141,10 @@ def evaluate_model(target: str, overrides: list[str], out: Path | None) -> dict[
     config = to_container(cfg)
     rid = f"model-{short_hash({'model': target, 'data': config['data'], 'seed': config['seed']}, 8)}"
     rd = RunDir(out or Path(cfg.paths.runs_dir) / "evaluate" / rid)
+    eid = eval_id(config)
+    ctx = prepare(cfg, config, rid, eid, rd, Tracker(None))  # the model loads before anything is written
     rd.root.mkdir(parents=True, exist_ok=True)
     rd.write_config(config)
-    eid = eval_id(config)
-    ctx = prepare(cfg, config, rid, eid, rd, Tracker(None))
     ev = rd.eval(eid)
     ev.write_setting({"name": cfg.eval.name, "model": target, **eval_setting(config)})
     scores = make_evaluator(ctx).score(StageModel(0, ctx.base_path, lambda: ctx.models.get(0)))

@@ -7,6 +7,7 @@ in processes that train nothing. The preemption-safe training callbacks live in 
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -110,6 +111,19 @@ def submission_error(error: BaseException) -> str | None:
     return None
 
 
+#: errno values that mean "this path cannot be written here": the user picks another folder.
+UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.ENOSPC, errno.EDQUOT)
+
+
+def write_error(error: BaseException) -> str | None:
+    """One line for a folder that cannot be written (a read-only runs dir, Hydra's ``.launch`` in it), or None."""
+    for e in _chain(error):
+        if isinstance(e, OSError) and e.errno in UNWRITABLE and e.filename:
+            return (f"launch.py: error: cannot write {e.filename}: {e.strerror} (paths.runs_dir and paths.cache_dir "
+                    "must be writable folders; AGENT_SAFETY_RUNS and AGENT_SAFETY_CACHE set them)")
+    return None
+
+
 def _below_hydra(tb: TracebackType | None, report: Callable[..., Any]) -> TracebackType | None:
     """The part of ``tb`` below Hydra's ``run_and_report`` frame: where Hydra's own report starts."""
     below, t = None, tb
@@ -151,7 +165,7 @@ def run_reporting_submission_errors(main: Callable[[], Any]) -> int:
     try:
         main()
     except Exception as e:
-        line = submission_error(e)
+        line = submission_error(e) or write_error(e)
         if line is None:
             _hydra_report(e)
         print(line, file=sys.stderr, flush=True)

@@ -11,8 +11,12 @@ from omegaconf import DictConfig
 
 from agent_safety.config.validate import ConfigError
 from agent_safety.data.toolemu import DataError
+from agent_safety.records.rundir import RecordError
 
 log = logging.getLogger(__name__)
+#: Errors whose message is the whole story (it names the key, file, line or endpoint): one line, no traceback.
+#: ConnectionError: an endpoint's error (``EndpointError``), caught without importing the client.
+ONE_LINE = (ConfigError, DataError, RecordError, ConnectionError)
 
 
 def _hydra() -> Any:
@@ -55,8 +59,11 @@ def record_failure(cfg: DictConfig, error: Exception) -> None:
     except Exception as e:  # a config too broken to name its run dir: the sweep's log has the error
         log.warning("cannot record the failure in a run dir (%s: %s)", type(e).__name__, e)
         return
-    if rd.status().get("status") != "completed":
-        rd.set_status("failed", run_id=rid, error=f"{type(error).__name__}: {error}")
+    try:
+        if rd.status().get("status") != "completed":
+            rd.set_status("failed", run_id=rid, error=f"{type(error).__name__}: {error}")
+    except OSError as e:  # an unwritable runs dir is what the error says
+        log.warning("cannot record the failure in %s (%s)", rd.root, e)
 
 
 def launch(cfg: DictConfig) -> dict:
@@ -78,7 +85,7 @@ def launch(cfg: DictConfig) -> dict:
         return plan_line(cfg)
     try:
         result = run_schedule(cfg)
-    except (ConfigError, DataError, ConnectionError) as e:  # ConnectionError: an endpoint's one-line error
+    except ONE_LINE as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         if is_multirun():
             if not isinstance(e, ConnectionError):  # run_schedule recorded it already

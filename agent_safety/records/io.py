@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -51,10 +52,14 @@ def replace_dir(target: Path, save: Any) -> None:
     killed job leaves the old folder or the new one, never half of one.
 
     The old folder is renamed aside before the new one goes in, and deleted only after, so a job killed
-    between the renames leaves it aside; the next call (or :func:`recover_dir`) puts it back.
+    between the renames leaves it aside; the next call (or :func:`recover_dir`) puts it back. A job killed
+    while filling the temporary folder leaves it behind; the next call deletes it (callers hold the lock of
+    whatever they write, so no other job is filling it).
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     recover_dir(target)
+    for stale in target.parent.glob(f".{glob.escape(target.name)}-*"):  # a killed call's half-filled folder
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         save(tmp)
@@ -65,6 +70,18 @@ def replace_dir(target: Path, save: Any) -> None:
         shutil.rmtree(aside, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def probe_writable(folder: Path) -> str | None:
+    """None if files can be created in ``folder`` (made if missing), else what stopped it, on one line."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".probe-")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        return f"{e.filename or folder}: {e.strerror or e}"
+    return None
 
 
 def read_json(path: Path, default: Any = None) -> Any:

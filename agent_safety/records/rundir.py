@@ -16,10 +16,12 @@ records in ``metrics.jsonl`` at the top; :meth:`RunDir.migrate_legacy` moves the
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +34,13 @@ SECRET_ENV = ("WANDB_API_KEY", "OPENAI_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_T
 #: a word like them (``eval.per_token``, ``max_tokens``).
 _SECRET_KEY = re.compile(r"(^|_)(api[_-]?key|secret|password)$|^((hf|api|access|auth|bearer|refresh)_)?token$", re.I)
 REDACTED = "***"
+log = logging.getLogger(__name__)
 #: Training facts of a stage, kept in ``stages.jsonl`` and copied into each of its stage records.
 TRAINING_FIELDS = ("pairs_used", "pairs_dropped", "train_loss", "trained_by")
+
+
+class RecordError(ValueError):
+    """A run dir's record is missing or unreadable: the message names the file and how to recover."""
 
 
 def redact(obj: Any, secrets: tuple[str, ...] | None = None) -> Any:
@@ -78,7 +85,22 @@ class _Status:
         return self.root / "status.json"
 
     def status(self) -> dict[str, Any]:
+        """The status, or {} (an unfinished run) when the file is missing or unreadable: a relaunch resumes
+        from the records beside it (stages.jsonl, metrics.jsonl) and rewrites it, training nothing twice."""
+        problem = self.status_problem()
+        if problem is not None:
+            log.warning("%s: unreadable (%s): read as an unfinished run; relaunching it resumes it and rewrites "
+                        "the file", self.status_path, problem)
+            return {}
         return read_json(self.status_path, {}) or {}
+
+    def status_problem(self) -> str | None:
+        """Why ``status.json`` cannot be read (None if it can, or is missing)."""
+        try:
+            data = read_json(self.status_path, {})
+        except (OSError, ValueError) as e:
+            return f"{type(e).__name__}: {e}"
+        return None if isinstance(data, dict) else f"not a JSON object: {type(data).__name__}"
 
     def set_status(self, status: str, **extra: Any) -> None:
         data = {**self.status(), "status": status, "updated": _now(), **extra}
@@ -131,6 +153,38 @@ class RunDir(_Status):
     def legacy_metrics_path(self) -> Path:
         """Where run dirs written before ``eval/`` kept their stage records."""
         return self.root / "metrics.jsonl"
+
+    @property
+    def lock_path(self) -> Path:
+        """Beside the run dir, not in it: ``force=true`` deletes the run dir under the lock."""
+        return self.root.with_name(f".{self.root.name}.lock")
+
+    @contextmanager
+    def lock(self) -> Iterator[bool]:
+        """Hold the run's file lock for the block; yields whether another job held it first (this one waited).
+
+        Where the file system cannot lock, warns and goes on unlocked (as shared stages do)."""
+        from filelock import FileLock, Timeout
+
+        lock = FileLock(self.lock_path)
+        waited = False
+        try:
+            self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                waited = True
+                log.warning("run %s is being run by another job: waiting for it to finish", self.root.name)
+                print(f"[{self.root.name}] another job is running this run: waiting for it", flush=True)
+                lock.acquire()
+        except OSError as e:
+            log.warning("cannot lock %s (%s): going on without it", self.lock_path, e)
+            yield waited
+            return
+        try:
+            yield waited
+        finally:
+            lock.release()
 
     def stage_dir(self, stage: int) -> Path:
         return self.root / f"stage_{stage}"

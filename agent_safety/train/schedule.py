@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig
 
 from agent_safety.records.identity import eval_id, run_id, stage_key
-from agent_safety.records.rundir import TRAINING_FIELDS, EvalDir, RunDir
+from agent_safety.records.rundir import TRAINING_FIELDS, EvalDir, RecordError, RunDir
 from agent_safety.records.schema import StageRecord
 
 if TYPE_CHECKING:
@@ -52,22 +52,71 @@ def eval_setting(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_schedule(cfg: DictConfig) -> RunResult:
-    """Run (or resume) the schedule described by ``cfg``; see the module docstring."""
+    """Run (or resume) the schedule described by ``cfg``; see the module docstring. One job at a time runs a
+    given run dir: a second launch of the same config waits for the first, then finds it completed."""
     from agent_safety.config.validate import validate
-    from agent_safety.launch.cluster import job_info
-    from agent_safety.records.tracking import start as start_tracking
-    from agent_safety.train.context import configure_threads
 
     validate(cfg)
     rid, rd, config = run_dir_for(cfg)
     eid = eval_id(config)
+    if not cfg.force and finished(rd, eid):  # reported without a lock, so a read-only runs dir can say it too
+        return _already(rid, rd, eid)
+    check_writable(cfg)
+    with rd.lock() as waited:  # a second launch of the same config waits here while the first runs it
+        if waited and finished(rd, eid):  # completed meanwhile: left alone, even with force=true
+            log.info("run %s was completed by another job while this one waited", rid)
+            return _already(rid, rd, eid)
+        return _run_locked(cfg, rid, rd, config, eid)
+
+
+def finished(rd: RunDir, eid: str) -> bool:
+    """Trained and scored with this evaluation setting: nothing left to do."""
+    return rd.status().get("status") == "completed" and rd.eval(eid).completed()
+
+
+def _already(rid: str, rd: RunDir, eid: str) -> RunResult:
+    log.info("run %s already completed: %s (force=true to rerun)", rid, rd.root)
+    return RunResult(rid, rd.root, "completed", rd.eval(eid).records(), skipped_training=True)
+
+
+def check_writable(cfg: DictConfig) -> None:
+    """The runs and cache folders can be written, or one line naming the folder and key, before any work."""
+    from agent_safety.config.validate import ConfigError
+    from agent_safety.records.io import probe_writable
+
+    for key, path in (("paths.runs_dir", Path(cfg.paths.runs_dir) / cfg.group), ("paths.cache_dir",
+                                                                                  Path(cfg.paths.cache_dir))):
+        problem = probe_writable(path)
+        if problem:
+            raise ConfigError(f"{key}: cannot write {problem}")
+
+
+def check_trained(rd: RunDir, n_stages: int, eid: str) -> None:
+    """Scoring a completed run never trains: each stage this setting has yet to score must have its merged
+    model, or the run stops here, before any work, naming the missing folder and how to get it back."""
+    trained, scored = set(rd.trained_stages()), set(rd.eval(eid).evaluated_stages())
+    for stage in range(1, n_stages + 1):
+        if stage not in trained and stage not in scored:
+            raise RecordError(
+                f"{rd.model_dir(stage)}: stage {stage}'s merged model is missing from this completed run, and "
+                "evaluation never trains; restore the folder, or retrain the run by launching its config "
+                f"({rd.root / 'config.yaml'}) again with force=true")
+
+
+def _run_locked(cfg: DictConfig, rid: str, rd: RunDir, config: dict[str, Any], eid: str) -> RunResult:
+    """The run, under its lock: migrate, snapshot, train and score what is missing, mark it completed."""
+    from agent_safety.launch.cluster import job_info
+    from agent_safety.records.tracking import start as start_tracking
+    from agent_safety.train.context import configure_threads
+
     if rd.is_legacy():
         log.warning("run %s: moving metrics.jsonl into eval/%s/ (the layout before evaluation settings)", rid, eid)
         rd.migrate_legacy(eid, eval_setting(config))
-    if rd.status().get("status") == "completed" and rd.eval(eid).completed() and not cfg.force:
-        log.info("run %s already completed: %s (force=true to rerun)", rid, rd.root)
-        return RunResult(rid, rd.root, "completed", rd.eval(eid).records(), skipped_training=True)
+        if not cfg.force and finished(rd, eid):
+            return _already(rid, rd, eid)
     trained_before = rd.status().get("status") == "completed" and not cfg.force  # this pass only scores
+    if trained_before:
+        check_trained(rd, len(cfg.schedule.stages), eid)
     if cfg.force and rd.root.exists():
         shutil.rmtree(rd.root)
     rd.root.mkdir(parents=True, exist_ok=True)

@@ -18,25 +18,63 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from agent_safety.pairs.sets import StagePairs
-from agent_safety.records.io import replace_dir
+from agent_safety.records.io import atomic_write, read_json, replace_dir
 from agent_safety.train.callbacks import FirstStep, PreemptionGuard
 from agent_safety.train.models import use_bf16
 
 log = logging.getLogger(__name__)
+
+#: Beside each trainer checkpoint: the sum of the training loss over every step up to it. The Trainer's
+#: ``train_loss`` covers only the steps of its own ``train()`` call, so a resumed stage (preempted, or killed
+#: after its last step) would record the mean of the steps after the resume (0.0 with none left).
+LOSS_FILE = "loss_sum.json"
 
 
 def _trainer_class() -> type:
     from trl import DPOTrainer
 
     class PairTrainer(DPOTrainer):
-        """DPOTrainer fed pre-tokenised pairs: tokenisation happened once, in the pair cache."""
+        """DPOTrainer fed pre-tokenised pairs (tokenisation happened once, in the pair cache) that keeps the
+        loss sum with each checkpoint (:data:`LOSS_FILE`)."""
+
+        carried_loss: float = 0.0
+        """The loss sum of the steps before the checkpoint this ``train()`` resumes from."""
 
         def _prepare_dataset(self, dataset, processing_class, args, dataset_name):  # noqa: ANN001
             if {"prompt_ids", "chosen_ids", "rejected_ids"} <= set(dataset.column_names):
                 return dataset
             return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
 
+        def _save_checkpoint(self, model, trial) -> None:  # noqa: ANN001
+            super()._save_checkpoint(model, trial)
+            session, pending = getattr(self, "_total_loss_scalar", None), getattr(self, "_tr_loss", None)
+            folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
+            if session is None or pending is None or not folder.is_dir():  # another Trainer: no sum kept
+                return
+            total = self.carried_loss + float(session) + float(pending)
+            atomic_write(folder / LOSS_FILE, json.dumps({"loss_sum": total, "global_step": self.state.global_step}))
+
     return PairTrainer
+
+
+def _loss_sum(checkpoint: str | None) -> dict[str, Any] | None:
+    try:
+        return read_json(Path(checkpoint) / LOSS_FILE) if checkpoint else None
+    except ValueError:  # cut short by a kill: the loss is then not recorded
+        return None
+
+
+def whole_train_loss(session_loss: float | None, steps: int, resumed_from: str | None,
+                     carried: dict[str, Any] | None) -> float | None:
+    """The mean loss over all ``steps`` of the stage: the Trainer's mean over this call's steps, plus the
+    sum ``carried`` with the checkpoint it resumed from. None when that sum is missing (never a wrong number)."""
+    if resumed_from is None:
+        return session_loss
+    if not carried or session_loss is None or steps <= 0:
+        log.warning("%s: no loss sum kept with the checkpoint: the stage's train_loss is not recorded", resumed_from)
+        return None
+    done_before = int(carried["global_step"])
+    return (float(carried["loss_sum"]) + session_loss * (steps - done_before)) / steps
 
 
 def dpo_args(trainer_cfg: DictConfig, output_dir: Path, epochs: float, seed: int, report_to: list[str],
@@ -72,7 +110,7 @@ def latest_checkpoint(output_dir: Path) -> str | None:
 
 def train_stage(model: Any, tokenizer: Any, pairs: StagePairs, trainer_cfg: DictConfig, stage_dir: Path,
                 epochs: float, seed: int, report_to: list[str], run_name: str,
-                callbacks: Sequence[Any] = ()) -> tuple[Any, dict[str, float]]:
+                callbacks: Sequence[Any] = ()) -> tuple[Any, dict[str, float | None]]:
     """Train one stage, save its adapter and merged model; return the merged model and train metrics.
 
     Resumes from the stage's latest trainer checkpoint when one exists (a preempted job).
@@ -97,8 +135,10 @@ def train_stage(model: Any, tokenizer: Any, pairs: StagePairs, trainer_cfg: Dict
         callbacks=[*callbacks, guard, FirstStep(stage_dir.name)],
     )
     resume = latest_checkpoint(output_dir)
+    carried = _loss_sum(resume)
     if resume:
         log.info("%s: resuming from %s", stage_dir.name, resume)
+        trainer.carried_loss = float((carried or {}).get("loss_sum", 0.0))
     with guard:
         result = trainer.train(resume_from_checkpoint=resume)
     peft_model = trainer.model
@@ -107,6 +147,7 @@ def train_stage(model: Any, tokenizer: Any, pairs: StagePairs, trainer_cfg: Dict
     replace_dir(stage_dir / "model", lambda d: (merged.save_pretrained(d, safe_serialization=True),
                                                   tokenizer.save_pretrained(d)))
     shutil.rmtree(output_dir, ignore_errors=True)  # trainer checkpoints only serve a preempted stage
-    metrics = {k: float(v) for k, v in result.metrics.items() if isinstance(v, int | float)}
+    metrics: dict[str, float | None] = {k: float(v) for k, v in result.metrics.items() if isinstance(v, int | float)}
+    metrics["train_loss"] = whole_train_loss(metrics.get("train_loss"), trainer.state.global_step, resume, carried)
     return merged, metrics
 

@@ -139,6 +139,7 @@ class Endpoint:
         self.backoff_s = float(backoff_s)
         self.usage = Usage()
         self._checked = False
+        self._retry_noted = False
 
     def __repr__(self) -> str:
         return f"Endpoint({self.url!r}, role={self.role!r}, model={self.model!r})"
@@ -154,6 +155,31 @@ class Endpoint:
         the server answers (one try, at most :data:`CHECK_TIMEOUT_S`), and it serves the model if it lists
         its models (servers that do not list them are not checked)."""
         _run(self._check())
+
+    def preflight(self, model: bool = True) -> None:
+        """:meth:`check` before a run's first rollout or training step, patient as the sends are: a server
+        that does not answer (still starting up) is asked again ``max_retries`` times with backoff, saying so
+        in one line, then named in one line. ``model=False`` checks only that the server answers (the
+        agent's served name may change with the stage)."""
+        _run(self._preflight(model))
+
+    async def _preflight(self, model: bool) -> None:
+        tries = self.max_retries + 1
+        for attempt in range(tries):
+            try:
+                if model:
+                    await self._check()
+                else:
+                    await self._served_models(self._api_key())
+                return
+            except _Unreachable as e:
+                if attempt + 1 == tries:
+                    raise EndpointError(f"{self._name} unreachable after {tries} tries: {e.reason}") from e
+                delay = self._backoff(attempt, e)
+                if attempt == 0:
+                    log.warning("%s: %s; asking again up to %d times before any work", self._name, e.reason,
+                                tries - 1)
+                await asyncio.sleep(delay)
 
     async def _check(self, strict: bool = True) -> None:
         """``strict=False`` (before a first send) lets an unreachable server through: the sends retry it with
@@ -277,6 +303,7 @@ class Endpoint:
         """Send one request per key; the first failure cancels the rest (their answers so far stay cached)."""
         client = self._client(self._api_key(), self.timeout_s)
         slots = asyncio.Semaphore(self.max_concurrency)
+        self._retry_noted = False
 
         async def one(key: str, indexes: list[int]) -> None:
             request = requests[indexes[0]]
@@ -334,9 +361,19 @@ class Endpoint:
                 raise EndpointError(f"{self._name} unreachable after {tries} tries: {self._reason(error)}") from error
             delay = self._backoff(attempt, error)
             self.usage.retries += 1
-            log.warning("%s: %s; try %d of %d in %.1f s", self._name, self._reason(error), attempt + 2, tries, delay)
+            self._note_retry(self._reason(error), tries)
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # the loop returns or raises
+
+    def _note_retry(self, reason: str, tries: int) -> None:
+        """One line per batch for a failure its requests retry, however many requests meet it (a server that
+        is down would otherwise print one line per request and try); the rest go to the debug log."""
+        if self._retry_noted:
+            log.debug("%s: %s; retrying", self._name, reason)
+            return
+        self._retry_noted = True
+        log.warning("%s: %s; retrying each request up to %d times with backoff (further retries not shown)",
+                    self._name, reason, tries - 1)
 
     def _result(self, response: Any) -> ChatResult:
         if not getattr(response, "choices", None):
@@ -387,13 +424,17 @@ class Endpoint:
             what = f"refused the key from {self.api_key_env}" if e.status_code in (401, 403) else "failed"
             raise EndpointError(f"{self._name} {what} listing models: {self._reason(e)}") from e
         except openai.APIConnectionError as e:
-            raise _Unreachable(f"{self._name} unreachable: {self._reason(e)}") from e
+            raise _Unreachable(self._name, self._reason(e)) from e
         finally:
             await client.close()
 
 
 class _Unreachable(EndpointError):
     """The server did not answer at all (as opposed to answering no)."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"{name} unreachable: {reason}")
+        self.reason = reason
 
 
 def _stops(stop: list[str] | str | None) -> list[str] | None:

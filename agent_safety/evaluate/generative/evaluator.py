@@ -60,6 +60,22 @@ class GenerativeEvaluator:
         self.emulator = make_emulator(cfg, ctx.cfg.data, self.toolkits, self.prompts, ctx.cache_dir)
         self.judge = make_judge(cfg, self.toolkits, self.prompts, ctx.cache_dir, data_cfg=ctx.cfg.data)
         self.out_dir = out_dir or ctx.rd.eval(ctx.eval_id).root
+        self.check_endpoints()
+
+    def check_endpoints(self) -> None:
+        """Every endpoint this evaluation will use answers (and serves its model), before the first rollout
+        or training step: a dead judge is found in seconds, not after every stage-0 rollout."""
+        from agent_safety.evaluate.generative.agent import served_model
+        from agent_safety.evaluate.generative.client import Endpoint
+
+        agent = self.ctx.cfg.eval.agent
+        if agent.backend == "openai":  # a name with placeholders changes with the stage: only the server is checked
+            fixed = bool(agent.endpoint.model) and "{" not in str(agent.endpoint.model)
+            model = served_model(agent.endpoint.model, self.ctx.base_path, 0, self.ctx.run_id)
+            Endpoint(agent.endpoint, self.ctx.cache_dir, role="agent", model=model).preflight(model=fixed)
+        for role in (self.emulator, self.judge):
+            if (endpoint := getattr(role, "endpoint", None)) is not None:
+                endpoint.preflight()
 
     def score(self, model: StageModel) -> dict[str, Any]:
         from agent_safety.evaluate.generative.agent import make_agent
