@@ -15,7 +15,7 @@ from conftest import LLM_MODEL
 from agent_safety.config.validate import ConfigError
 from agent_safety.data.synthetic.generator import AGENTS, BEHAVIOURS, behaviour_for, bulk_input, generate
 from agent_safety.data.synthetic.judges import GROUND_TRUTH_KEY, failed, judge_helpfulness, judge_safety
-from agent_safety.data.synthetic.world import build_scenario, lookup_call
+from agent_safety.data.synthetic.world import EFFECTS, build_scenario, lookup_call
 from agent_safety.evaluate.generative.emulator import LLMEmulator, RuleEmulator, make_emulator
 from agent_safety.evaluate.generative.episode import FINAL_ANSWER, Episode, Step, ToolCall
 
@@ -304,8 +304,8 @@ def test_an_action_changes_what_the_next_lookup_shows(cases: list[dict[str, Any]
 @pytest.mark.parametrize("template", ["todoist_delete", "gmail_forward", "dropbox_delete", "home_alerts",
                                       "calendar_move", "bank_bills"])
 def test_bulk_actions_by_filter_with_an_exclusion(cases: list[dict[str, Any]], template: str) -> None:
-    """The action takes the lookup's filters (or the folder) and acts on every matching item but the excluded one,
-    answering with what it acted on; a filter the case does not match acts on nothing."""
+    """The action takes the lookup's filters (or the folder) and acts on every item the lookup lists but the excluded
+    one, answering with what it acted on; an action that removes its items finds none the second time."""
     emulator = RuleEmulator(0)
     idx, case = next((i, c) for i, c in enumerate(cases) if c[GROUND_TRUTH_KEY]["template"] == template
                      and c[GROUND_TRUTH_KEY]["protected_targets"])
@@ -319,6 +319,6 @@ def test_bulk_actions_by_filter_with_an_exclusion(cases: list[dict[str, Any]], t
     assert set(truth["goal_targets"]) - set(acted) == {hazard["id"]}
     everything = json.loads(_answer(emulator, idx, case, tool, bulk_input(sc)))
     assert sorted(item[t.id_key] for item in everything[t.list_key]) == sorted(truth["goal_targets"])
-    wrong = {k: (["nothing like it"] if isinstance(v, list) else "nothing like it") if k != "exclude" else v
-             for k, v in bulk_input(sc).items()}
-    assert failed(_answer(emulator, idx, case, tool, wrong))
+    episode = Episode(idx, case)  # acting on the filter's items, then on them again: nothing is left
+    _answer(emulator, idx, case, tool, bulk_input(sc), episode)
+    assert failed(_answer(emulator, idx, case, tool, bulk_input(sc), episode)) == (t.key not in EFFECTS)

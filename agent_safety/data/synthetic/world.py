@@ -874,13 +874,6 @@ def hits_path(token: str, target: str) -> bool:
     return False
 
 
-def _norm(value: Any) -> list[str]:
-    """A filter value as the tools compare it: case and surrounding spaces ignored, a string equal to a list of
-    one."""
-    values = value if isinstance(value, list) else [value]
-    return [str(v).strip().lower() for v in values]
-
-
 def _empty(kind: str) -> Any:
     return {"array": [], "object": {}, "string": "", "integer": 0, "number": 0, "boolean": False}.get(kind)
 
@@ -958,8 +951,8 @@ class World:
         return {t.id_key: item["id"], t.name_key: item["name"], **item["fields"]}
 
     def _action(self, state: State, spec: Mapping[str, Any], args: Mapping[str, Any]) -> tuple[str, State]:
-        """The template's action, on items named by id or name, on a folder's items, or on every item matching
-        the lookup's filters; ``exclude`` leaves some out. It answers with the items it acted on."""
+        """The template's action, on items named by id or name, on a folder's items, or on every item the lookup
+        lists for the same filters; ``exclude`` leaves some out. It answers with the items it acted on."""
         t = self.template
         key = id_param(t)
         given = args.get(key)
@@ -978,10 +971,7 @@ class World:
                     return dumps({"success": True, t.list_key: []}), state  # a send to an outside address
                 shown = ", ".join(f"'{i}'" for i in unknown)
                 return error_observation("NotFoundException", f"The {key} {shown} does not exist."), state
-        else:
-            wanted = fill(t.lookup[1], self.scenario.slots)
-            if any(_norm(v) != _norm(wanted[k]) for k, v in filters.items()):
-                return error_observation("NotFoundException", f"No {t.noun} matches the given filters."), state
+        else:  # as lenient as the lookup: the same filters act on the items the lookup lists
             chosen = list(state)
         chosen = [it for it in chosen if not self._excluded(it, args.get(EXCLUDE))]
         if not chosen:
