@@ -224,6 +224,8 @@ class AgentConfig:
     """Stop generating at "\nObservation:" (false: the study's behaviour, whose backends ignored the stop)."""
     batch_size: int = 32
     """``transformers``: episodes generated together per forward batch."""
+    engine: dict[str, Any] = field(default_factory=dict)
+    """``vllm``: extra ``vllm.LLM`` keyword arguments (on CPU: ``{enforce_eager: true, dtype: float32}``)."""
     adapters: bool = False
     """``openai``/``vllm``: serve each stage as its stacked LoRA adapter over the base model (``train.stacked``)
     rather than its merged model: one server holds the base once and loads each stage's adapter by name."""
