@@ -111,11 +111,14 @@ def test_the_server_serves_a_stacked_adapter_as_the_merged_model_it_stands_for(v
 
 # ---------------------------------------------------------------- evaluations of a trained SmolLM2 run
 
-#: Two SmolLM2 stages of two DPO steps each on the shortest pairs, and a short generative evaluation of 2 cases.
-RUN = ["model=smollm2-135m", "schedule=S_H", "threads=2", "trainer.max_steps=2", "trainer.max_pairs=32",
-       "trainer.per_device_train_batch_size=1", "trainer.gradient_accumulation_steps=1", "trainer.max_length=440",
-       "logger=none", "eval=generative", "eval.max_cases=2", "eval.agent.token_limit=48",
-       "eval.agent.max_tokens_per_step=24"]
+#: A short generative evaluation of 2 cases (every evaluation of the run below says it again: the evaluation
+#: setting is not part of the run).
+EVAL = ["threads=2", "logger=none", "eval=generative", "eval.max_cases=2", "eval.agent.token_limit=48",
+        "eval.agent.max_tokens_per_step=24"]
+#: Two SmolLM2 stages of two DPO steps each on the shortest pairs, at a learning rate that moves the model.
+RUN = ["model=smollm2-135m", "schedule=S_H", "trainer.max_steps=2", "trainer.max_pairs=32",
+       "trainer.learning_rate=2e-3", "trainer.per_device_train_batch_size=1", "trainer.gradient_accumulation_steps=1",
+       "trainer.max_length=440", "logger=none", *EVAL]
 
 
 def transcripts(eval_dir: Path) -> dict[str, list[dict[str, Any]]]:
@@ -159,7 +162,7 @@ def test_an_evaluation_through_the_server_with_adapters_equals_one_through_merge
         smollm2_run: Path, vllm_url: str, cache_dir: Path) -> None:
     from agent_safety.evaluate.cli import evaluate_run
 
-    records = evaluate_run(smollm2_run, [f"paths.cache_dir={cache_dir}", "eval.name=served",
+    records = evaluate_run(smollm2_run, [f"paths.cache_dir={cache_dir}", *EVAL, "eval.name=served",
                                          "eval/agent=vllm_server", f"eval.agent.endpoint.base_url={vllm_url}",
                                          f"eval.agent.endpoint.model={LLM_MODEL}"])
     assert [r["stage"] for r in records] == [0, 1, 2]
@@ -168,6 +171,7 @@ def test_an_evaluation_through_the_server_with_adapters_equals_one_through_merge
     want, got = transcripts(dirs["generative"]), transcripts(dirs["served"])
     assert sorted(got) == ["stage_0", "stage_1", "stage_2"]
     assert got == want
+    print("stages whose transcripts differ from the base's:", [k for k in got if got[k] != got["stage_0"]])
 
 
 @pytest.mark.slow
@@ -176,9 +180,10 @@ def test_the_in_process_vllm_agent_writes_the_transformers_agent_s_transcripts(s
     vpy = vllm_python()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1",
            "VLLM_NO_USAGE_STATS": "1", "TQDM_DISABLE": "1", "WANDB_MODE": "disabled"}
-    engine = "{enforce_eager:true,dtype:float32,max_model_len:4096}"
+    engine = ["+eval.agent.engine.enforce_eager=true", "+eval.agent.engine.dtype=float32",
+              "+eval.agent.engine.max_model_len=4096"]
     done = subprocess.run([vpy, "-m", "agent_safety.cli", "evaluate", str(smollm2_run), f"paths.cache_dir={cache_dir}",
-                           "eval.name=inprocess", "eval/agent=vllm", f"eval.agent.engine={engine}"],
+                           *EVAL, "eval.name=inprocess", "eval/agent=vllm", *engine],
                           env=env, capture_output=True, text=True, timeout=1500, cwd=ROOT)
     if done.returncode != 0 and re.search(CPU_PATTERN, done.stderr, re.IGNORECASE):
         pytest.skip(f"vLLM's CPU build cannot run on this CPU: {re.search(CPU_PATTERN, done.stderr, re.I)[0]}")

