@@ -52,6 +52,34 @@ def throughput(url: str, n: int, max_tokens: int) -> list[dict[str, float]]:
     return rows
 
 
+def adapter_cost(url: str, adapter: Path) -> list[tuple[int, float, float]]:
+    """(prompt tokens, base model s, adapter s) of one request of 16 generated tokens, prompts of ~70-930 tokens:
+    what serving a stage as an adapter costs over its base model on this server."""
+    import json
+    import urllib.request
+
+    from agent_safety.evaluate.generative.adapters import adapter_name, load_adapter
+
+    name = adapter_name(adapter, 0)
+    load_adapter(url, name, adapter, "sk-bench")
+
+    def chat(model: str, words: int) -> tuple[float, int]:
+        body = {"model": model, "messages": [{"role": "user", "content": " ".join(["apple banana"] * words)}],
+                "max_tokens": 16, "min_tokens": 16, "temperature": 0}
+        request = urllib.request.Request(f"{url}/chat/completions", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        start = time.perf_counter()
+        with urllib.request.urlopen(request, timeout=900) as r:
+            prompt = json.load(r)["usage"]["prompt_tokens"]
+        return time.perf_counter() - start, prompt
+
+    rows = []
+    for words in (20, 200, 450):
+        base, prompt = chat(MODEL, words)
+        rows.append((prompt, base, chat(name, words)[0]))
+    return rows
+
+
 class PeakRss:
     """Peak resident memory of a process and its descendants, sampled every 0.2 s in a thread."""
 
@@ -101,7 +129,7 @@ class Server:
     """A vLLM server of its own (tests/llm/vllm.sh on PORT), serving ``model`` (None: the SmolLM2 base)."""
 
     def __init__(self, model: Path | None, folder: Path) -> None:
-        self.env = {**os.environ, "VLLM_TEST_PORT": str(PORT), "VLLM_TEST_DIR": str(folder)}
+        self.env = {**os.environ, "VLLM_TEST_PORT": str(PORT), "VLLM_TEST_DIR": str(folder), "PYTHON": sys.executable}
         if model is not None:
             self.env["VLLM_TEST_MODEL"] = str(model)
         self.folder = folder
@@ -128,23 +156,34 @@ def fresh_cache(shared: Path, tmp: Path) -> Path:
     return cache
 
 
-def eval_overrides(cases: int, cache: Path) -> list[str]:
-    return [f"paths.cache_dir={cache}", "eval=generative", f"eval.max_cases={cases}", "eval.agent.token_limit=256",
-            "eval.agent.max_tokens_per_step=64", f"eval.agent.endpoint.base_url=http://127.0.0.1:{PORT}/v1",
-            f"eval.agent.endpoint.model={MODEL}"]
+def eval_overrides(cases: int, token_limit: int, cache: Path) -> list[str]:
+    return [f"paths.cache_dir={cache}", "logger=none", "threads=2", "eval=generative", f"eval.max_cases={cases}",
+            f"eval.agent.token_limit={token_limit}", f"eval.agent.max_tokens_per_step={min(64, token_limit)}",
+            f"eval.agent.endpoint.base_url=http://127.0.0.1:{PORT}/v1", f"eval.agent.endpoint.model={MODEL}",
+            "eval.agent.endpoint.timeout_s=900"]
 
 
-def stages_with_adapters(run_dir: Path, cases: int, cache: Path, tmp: Path) -> dict[str, Any]:
+def fresh_run(run_dir: Path, tmp: Path) -> Path:
+    """A copy of the run (hard links) without its evaluations, so every arm scores every stage."""
+    import shutil
+
+    copy = tmp / "runs" / run_dir.parent.name / run_dir.name
+    shutil.copytree(run_dir, copy, copy_function=os.link, ignore=shutil.ignore_patterns("eval"))
+    return copy
+
+
+def stages_with_adapters(run_dir: Path, cases: int, token_limit: int, cache: Path, tmp: Path) -> dict[str, Any]:
     from agent_safety.evaluate.cli import evaluate_run
 
+    run_dir = fresh_run(run_dir, tmp)
     start = time.perf_counter()
     with Server(None, tmp / "adapters") as server, PeakRss(server.pid) as peak:
-        evaluate_run(run_dir, [*eval_overrides(cases, fresh_cache(cache, tmp)), "eval/agent=vllm_server",
+        evaluate_run(run_dir, [*eval_overrides(cases, token_limit, fresh_cache(cache, tmp)), "eval/agent=vllm_server",
                                "eval.name=bench-adapters"])
     return {"wall_s": time.perf_counter() - start, "starts_s": server.start_s, "peak_rss": peak.peak}
 
 
-def stages_merged(run_dir: Path, cases: int, cache: Path, tmp: Path) -> dict[str, Any]:
+def stages_merged(run_dir: Path, cases: int, token_limit: int, cache: Path, tmp: Path) -> dict[str, Any]:
     from agent_safety.evaluate.cli import evaluate_model
     from agent_safety.train.export import base_of
 
@@ -152,7 +191,8 @@ def stages_merged(run_dir: Path, cases: int, cache: Path, tmp: Path) -> dict[str
     start, starts, peaks = time.perf_counter(), 0.0, []
     for k, folder in enumerate([base, run_dir / "stage_1" / "model", run_dir / "stage_2" / "model"]):
         with Server(folder, tmp / f"merged{k}") as server, PeakRss(server.pid) as peak:
-            evaluate_model(str(folder), [*eval_overrides(cases, fresh_cache(cache, tmp)), "model=smollm2-135m",
+            evaluate_model(str(folder), [*eval_overrides(cases, token_limit, fresh_cache(cache, tmp)),
+                                         "model=smollm2-135m",
                                          "eval/agent=openai"], tmp / f"merged-eval{k}")
         starts += server.start_s
         peaks.append(peak.peak)
@@ -216,6 +256,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=32)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--cases", type=int, default=8, help="test cases per stage (the study: 64)")
+    parser.add_argument("--token-limit", type=int, default=128, help="agent tokens per episode (the study: 8000)")
     parser.add_argument("--run", type=Path, default=None, help="a trained S_H run dir (default: train one)")
     parser.add_argument("--cache", type=Path, default=Path(os.environ.get("AGENT_SAFETY_CACHE",
                                                                           Path.home() / ".cache/agent-safety")))
@@ -238,15 +279,21 @@ def main() -> None:
         for r in rows:
             print(f"{r['concurrency']:>11}{r['wall']:>9.2f}{r['n'] / r['wall']:>8.2f}{r['tokens'] / r['wall']:>8.1f}"
                   f"{rows[0]['wall'] / r['wall']:>9.2f}x")
+        if args.run is not None:
+            print("\none request, 16 tokens generated: the base model against the run's stage-2 stacked adapter")
+            print(f"{'prompt tokens':>13}{'base s':>9}{'adapter s':>11}")
+            for prompt, base, lora in adapter_cost(args.url, args.run / "stage_2" / "stacked"):
+                print(f"{prompt:>13}{base:>9.2f}{lora:>11.2f}")
     if args.skip_stages:
         return
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = args.run or train_run(args.cache, Path(tmp))
-        print(f"\nS_H run {run_dir}: stages 0-2, {args.cases} cases each (token_limit 256), a server started per arm")
+        print(f"\nS_H run {run_dir}: stages 0-2, {args.cases} cases each (token_limit {args.token_limit}), "
+              "a server started per arm")
         print(f"{'arm':<34}{'wall s':>9}{'starts s':>10}{'peak RSS GiB':>14}")
         for name, fn in (("one server, stacked adapters", stages_with_adapters),
                          ("a server per merged stage", stages_merged)):
-            r = fn(run_dir, args.cases, args.cache, Path(tmp))
+            r = fn(run_dir, args.cases, args.token_limit, args.cache, Path(tmp))
             print(f"{name:<34}{r['wall_s']:>9.1f}{r['starts_s']:>10.1f}{r['peak_rss'] / 2**30:>14.2f}", flush=True)
 
 

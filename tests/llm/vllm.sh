@@ -25,7 +25,7 @@
 #   VLLM_TEST_DIR      pid file, logs, lock                             default /tmp/agent-safety-vllm
 #   VLLM_TEST_PORT     port on 127.0.0.1                                default 18081
 #   VLLM_TEST_TIMEOUT  seconds to wait for the server to answer         default 300
-#   VLLM_TEST_MAX_LORA_RANK  the largest adapter rank served (a stacked adapter of k stages has rank k*r)  64
+#   VLLM_TEST_MAX_LORA_RANK  the largest adapter rank served (a stacked adapter of k stages has rank k*r)  32
 #   VLLM_TEST_MODEL    a model folder to serve instead of SmolLM2 (still named smollm2-135m; bench/bench_serving.py)
 set -euo pipefail
 
@@ -38,7 +38,7 @@ DIR="${VLLM_TEST_DIR:-/tmp/agent-safety-vllm}"
 HOST=127.0.0.1
 PORT="${VLLM_TEST_PORT:-18081}"
 TIMEOUT="${VLLM_TEST_TIMEOUT:-300}"
-MAX_LORA_RANK="${VLLM_TEST_MAX_LORA_RANK:-64}"
+MAX_LORA_RANK="${VLLM_TEST_MAX_LORA_RANK:-32}"
 ALIAS=smollm2-135m
 VLLM_VERSION=0.32.0
 TORCH_VERSION=2.13.0
