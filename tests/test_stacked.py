@@ -183,3 +183,20 @@ def test_save_merged_is_defaulted_and_not_hashed() -> None:
     cfg = compose()
     assert cfg.trainer.save_merged is True
     assert run_id(to_container(compose(["trainer.save_merged=false"]))) == run_id(to_container(cfg))
+
+
+def test_serving_a_stage_as_its_adapter_names_what_is_missing(tmp_path: Path) -> None:
+    from agent_safety.config.schema import AgentConfig
+    from agent_safety.evaluate.generative.agent import lora_rank_slot, make_agent
+
+    def agent(backend: str, adapter: str | None, stage: int = 1) -> object:
+        cfg = AgentConfig(backend=backend, adapters=True)
+        return make_agent(cfg, str(tmp_path), lambda: None, None, tmp_path, "run", stage, adapter=adapter)
+
+    with pytest.raises(ValueError, match="stage 2 has no stacked adapter"):
+        agent("openai", None, stage=2)
+    with pytest.raises(ValueError, match="needs eval.agent.backend=openai or vllm"):
+        agent("transformers", str(tmp_path))
+    assert [lora_rank_slot(r) for r in (16, 32, 48, 64)] == [16, 32, 64, 64]
+    with pytest.raises(ValueError, match="rank 600 is above vLLM's largest max_lora_rank"):
+        lora_rank_slot(600)

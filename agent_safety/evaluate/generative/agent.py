@@ -74,7 +74,7 @@ def make_agent(cfg: Any, model_path: str, load_model: Callable[[], Any], tokeniz
         return TransformersAgent(load_model(), tokenizer, batch_size=int(cfg.batch_size),
                                  temperature=float(cfg.temperature))
     if backend == "vllm":
-        engine = plain(cfg.get("engine"))
+        engine = plain(getattr(cfg, "engine", None))
         if lora is None:
             return VLLMAgent(model_path, tokenizer, temperature=float(cfg.temperature), **engine)
         return VLLMAgent(str(base_path or model_path), tokenizer, temperature=float(cfg.temperature), adapter=lora,
@@ -99,7 +99,7 @@ def plain(value: Any) -> dict[str, Any]:
 
 def stage_adapter(cfg: Any, adapter: str | None, stage: int) -> str | None:
     """The stacked adapter to serve this stage as (``eval.agent.adapters``); None: the model itself."""
-    if not cfg.get("adapters") or stage == 0:
+    if not getattr(cfg, "adapters", False) or stage == 0:
         return None
     if cfg.backend == "transformers":
         raise ValueError("eval.agent.adapters=true needs eval.agent.backend=openai or vllm (a server or engine "
