@@ -119,7 +119,7 @@ EVAL = ["threads=2", "logger=none", "eval=generative", "eval.max_cases=2", "eval
 #: learning rate that moves the model: stages 1 and 2 write other transcripts than the base.
 RUN = ["model=smollm2-135m", "schedule=S_H", "trainer.max_steps=2", "trainer.max_pairs=32",
        "trainer.learning_rate=2e-3", "trainer.per_device_train_batch_size=1", "trainer.gradient_accumulation_steps=1",
-       "trainer.max_length=440", "logger=none", *EVAL]
+       "trainer.max_length=440", *EVAL]
 
 
 def transcripts(eval_dir: Path) -> dict[str, list[dict[str, Any]]]:
