@@ -6,7 +6,7 @@ ARGS ?=
 SWEEP ?= smoke
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-fast test-cluster llm-start llm-stop bench lint aggregate sweep sync clean
+.PHONY: install run test test-fast test-cluster llm-start llm-stop vllm-start vllm-stop bench lint aggregate sweep sync clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,17 +22,23 @@ install: $(VENV)/.installed
 run: install  ## the default: tiny agent, synthetic data, schedule S_H, generative evaluation (ARGS="model=tiny eval=estimate": the fast offline proxy)
 	$(PY) launch.py $(ARGS)
 
-test: install llm-start  ## every test but the cluster ones (those need tests/cluster/slurm.sh start)
+test: install llm-start vllm-start  ## every test but the cluster ones (those need tests/cluster/slurm.sh start)
 	$(PY) -m pytest -q -m "not cluster" $(PYTEST_ARGS)
 
 test-fast: install  ## no training, no LLM server
-	$(PY) -m pytest -q -m "not slow and not cluster and not llm" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "not slow and not cluster and not llm and not vllm" $(PYTEST_ARGS)
 
 llm-start: install  ## the local OpenAI-compatible server the llm tests use (builds llama-cpp-python once)
 	bash tests/llm/server.sh start
 
 llm-stop:
 	bash tests/llm/server.sh stop
+
+vllm-start: install  ## vLLM's CPU build serving SmolLM2 with LoRA (own environment, cached); exit 3: this CPU cannot, tests skip
+	PYTHON=$(abspath $(PY)) bash tests/llm/vllm.sh start || [ $$? -eq 3 ]
+
+vllm-stop:
+	bash tests/llm/vllm.sh stop
 
 test-cluster: install
 	$(PY) -m pytest -q -m cluster $(PYTEST_ARGS)

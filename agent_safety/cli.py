@@ -14,7 +14,8 @@ from collections.abc import Sequence
 #: Modules that register subcommands, in the order ``--help`` lists them.
 COMMAND_MODULES = ("agent_safety.data.cli", "agent_safety.aggregate.cli", "agent_safety.aggregate.judges_cli",
                    "agent_safety.records.published",
-                   "agent_safety.evaluate.cli", "agent_safety.launch.retry", "agent_safety.records.migrate")
+                   "agent_safety.evaluate.cli", "agent_safety.launch.retry", "agent_safety.records.migrate",
+                   "agent_safety.train.export")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -114,3 +114,19 @@ def llm_url() -> str:
     if not llm_answers(LLM_URL):
         pytest.skip(f"local LLM server not running at {LLM_URL}: bash tests/llm/server.sh start")
     return LLM_URL
+
+
+#: The vLLM server of tests/llm/vllm.sh (the same model under the same name, with LoRA adapters at run time).
+VLLM_URL = os.environ.get("AGENT_SAFETY_TEST_VLLM_URL", "http://127.0.0.1:18081/v1").rstrip("/")
+VLLM_DIR = Path(os.environ.get("VLLM_TEST_DIR", "/tmp/agent-safety-vllm"))
+
+
+@pytest.fixture(scope="session")
+def vllm_url() -> str:
+    """The vLLM test server's base URL, or a visible skip: why this CPU cannot run it, or how to start it."""
+    if not llm_answers(VLLM_URL):
+        unsupported = VLLM_DIR / "cpu-unsupported"
+        if unsupported.is_file():
+            pytest.skip(f"vLLM's CPU build cannot run on this CPU: {unsupported.read_text().strip()}")
+        pytest.skip(f"vLLM test server not running at {VLLM_URL}: bash tests/llm/vllm.sh start")
+    return VLLM_URL

@@ -173,6 +173,10 @@ class TrainerConfig:
     logging_steps: int = 10
     save_steps: int = 50
     """Trainer checkpoints for resuming a preempted stage."""
+    save_merged: bool = True
+    """Write each stage's merged model (``stage_<k>/model``). False: only its adapter and stacked adapter (MBs
+    instead of the model's size); the next stage still trains on the merged weights in memory, and
+    ``agent-safety export RUN --stage K`` writes a merged folder on demand. Not part of the run id."""
     max_pairs: int | None = None
     """Use at most this many pairs per stage (sampled with the run seed)."""
     lora: LoraConfig = field(default_factory=LoraConfig)
@@ -223,6 +227,11 @@ class AgentConfig:
     and its episode endings); see docs/evaluation.md."""
     batch_size: int = 32
     """``transformers``: episodes generated together per forward batch."""
+    engine: dict[str, Any] = field(default_factory=dict)
+    """``vllm``: extra ``vllm.LLM`` keyword arguments (on CPU: ``{enforce_eager: true, dtype: float32}``)."""
+    adapters: bool = False
+    """``openai``/``vllm``: serve each stage as its stacked LoRA adapter over the base model (``train.stacked``)
+    rather than its merged model: one server holds the base once and loads each stage's adapter by name."""
     template: str | None = None
     """A path to your own agent prompt template (Jinja2); None: the project's."""
     user_name: str = "John Doe"

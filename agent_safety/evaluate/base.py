@@ -25,11 +25,17 @@ METHODS: dict[str, tuple[str, str]] = {
 
 @dataclass
 class StageModel:
-    """The model after stage ``stage`` (0: the base): where it is, and how to get it in memory."""
+    """The model after stage ``stage`` (0: the base): where it is, and how to get it in memory.
+
+    ``path`` is its merged model folder (which ``trainer.save_merged=false`` leaves unwritten); ``adapter`` its
+    stacked adapter over the base model at ``base`` (None for the base itself, or a stage trained before
+    stacked adapters were written)."""
 
     stage: int
     path: str
     load: Callable[[], Any]
+    adapter: str | None = None
+    base: str | None = None
 
 
 class Evaluator(Protocol):

@@ -33,8 +33,8 @@ from typing import Any
 
 #: Top-level keys that decide the trained models.
 TRAINING_KEYS: tuple[str, ...] = ("model", "data", "objectives", "schedule", "trainer", "seed")
-#: Keys under those that do not change what is trained (planning estimates only).
-NOT_HASHED: frozenset[str] = frozenset({"model.gpu_hours_per_kpair"})
+#: Keys under those that do not change what is trained (planning estimates, what is kept on disk).
+NOT_HASHED: frozenset[str] = frozenset({"model.gpu_hours_per_kpair", "trainer.save_merged"})
 #: Evaluation keys that do not change the scores: a label, where servers are, and throughput knobs.
 EVAL_NOT_HASHED: frozenset[str] = frozenset({"eval.name", "eval.batch_size", "eval.agent.batch_size", *(
     f"eval.{role}.endpoint.{k}" for role in ("agent", "emulator", "judge")

@@ -3,7 +3,8 @@
 ```
 runs/<group>/<run_id>/
   config.yaml  status.json  stages.jsonl      the run: its config, its status, one line per trained stage
-  stage_<k>/model/  stage_<k>/adapter/        the merged model after stage k, and its LoRA adapter
+  stage_<k>/model/  stage_<k>/adapter/        the merged model after stage k (trainer.save_merged), its LoRA adapter
+  stage_<k>/stacked/                          stages 1..k as one LoRA adapter over the base (train.stacked)
   eval/<eval_id>/eval.yaml  metrics.jsonl  status.json    one evaluation setting: one stage record per stage
 ```
 
@@ -192,6 +193,19 @@ class RunDir(_Status):
     def model_dir(self, stage: int) -> Path:
         return self.stage_dir(stage) / "model"
 
+    def adapter_dir(self, stage: int) -> Path:
+        return self.stage_dir(stage) / "adapter"
+
+    def stacked_dir(self, stage: int) -> Path:
+        """Stages 1..k as one adapter over the base model: what the stage is without its merged model."""
+        return self.stage_dir(stage) / "stacked"
+
+    def has_merged(self, stage: int) -> bool:
+        return (self.model_dir(stage) / "config.json").exists()
+
+    def has_stacked(self, stage: int) -> bool:
+        return (self.stacked_dir(stage) / "adapter_config.json").exists()
+
     def write_config(self, config: Mapping[str, Any]) -> None:
         atomic_write(self.root / "config.yaml", yaml.safe_dump(redact(dict(config)), sort_keys=False))
 
@@ -207,13 +221,14 @@ class RunDir(_Status):
         return next((r for r in self.training_records() if r["stage"] == stage), None)
 
     def write_training_record(self, record: Mapping[str, Any]) -> None:
-        """Written once the stage's merged model is on disk: the line says the stage is trained."""
+        """Written once the stage's model (merged, or its stacked adapter) is on disk: the line says the stage is
+        trained."""
         _replace_line(self.stages_path, record)
 
     def trained_stages(self) -> list[int]:
-        """Stages (from 1) with a training line and a saved merged model."""
+        """Stages (from 1) with a training line and a saved model: merged, or as its stacked adapter."""
         return sorted(r["stage"] for r in self.training_records()
-                      if (self.model_dir(r["stage"]) / "config.json").exists())
+                      if self.has_merged(r["stage"]) or self.has_stacked(r["stage"]))
 
     # -- evaluation
     def eval(self, eval_id: str) -> EvalDir:

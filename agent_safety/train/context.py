@@ -2,7 +2,8 @@
 
 Built once per run by :func:`prepare`; the steps of ``train.schedule`` (train or adopt a stage, evaluate
 it, emit its record) and the evaluator read it. :class:`StageModels` keeps at most one model in memory:
-the one the last step produced, or loads a stage's merged model from the run dir when a step needs it.
+the one the last step produced, or loads a stage's model from the run dir when a step needs it: its merged
+model, or the base with the stage's stacked adapter merged in (``trainer.save_merged=false``).
 """
 
 from __future__ import annotations
@@ -29,11 +30,22 @@ class StageModels:
     def path(self, stage: int) -> str:
         return self.base_path if stage == 0 else str(self.rd.model_dir(stage))
 
+    def adapter(self, stage: int) -> str | None:
+        """The stage's stacked adapter over the base, where one was written."""
+        return str(self.rd.stacked_dir(stage)) if stage > 0 and self.rd.has_stacked(stage) else None
+
     def get(self, stage: int) -> Any:
         if self.current is None or self.current[0] != stage:
             self.current = None  # free the old one before loading the next
-            self.current = (stage, self.load_path(self.path(stage)))
+            self.current = (stage, self.load(stage))
         return self.current[1]
+
+    def load(self, stage: int) -> Any:
+        if stage == 0 or self.rd.has_merged(stage) or not self.rd.has_stacked(stage):
+            return self.load_path(self.path(stage))
+        from agent_safety.train.stacked import merged_from_stacked
+
+        return merged_from_stacked(self.load_path(self.base_path), self.rd.stacked_dir(stage))
 
     def put(self, stage: int, model: Any) -> None:
         self.current = (stage, model)

@@ -67,9 +67,9 @@ def shared_stage(runs_dir: Path, stage_id: str, stage: int, enabled: bool = True
 
 
 def adopt(src: RunDir, rd: RunDir, stage: int) -> dict[str, Any]:
-    """Hard-link ``src``'s stage (merged model, adapter) into ``rd`` and return its training record for
-    ``rd``, marked with the run that trained it."""
-    for part in ("adapter", "model"):
+    """Hard-link ``src``'s stage (merged model, adapter, stacked adapter) into ``rd`` and return its training
+    record for ``rd``, marked with the run that trained it."""
+    for part in ("adapter", "stacked", "model"):
         origin = src.stage_dir(stage) / part
         if origin.exists():
             link_tree(origin, rd.stage_dir(stage) / part)

@@ -210,9 +210,14 @@ def train(ctx: RunContext, stage: int) -> None:
     epochs = objective.num_train_epochs or cfg.trainer.num_train_epochs
     start = ctx.models.take(stage - 1)
     set_seed(cfg.seed + stage)  # the same stream whether or not earlier stages ran in this process
+    below = stack_below(ctx.rd, stage)
+    if below is None:
+        log.warning("stage %d: earlier stages have no adapters on disk, so no stacked adapter; saving the merged "
+                    "model whatever trainer.save_merged says", stage)
     model, metrics = train_stage(start, ctx.tokenizer, rows, cfg.trainer, ctx.rd.stage_dir(stage), epochs,
                                  cfg.seed, ctx.tracker.report_to, ctx.run_id,
-                                 callbacks=ctx.tracker.trainer_callbacks(stage))
+                                 callbacks=ctx.tracker.trainer_callbacks(stage), stack_below=below,
+                                 save_merged=bool(cfg.trainer.save_merged))
     model.to(ctx.device)
     ctx.models.put(stage, model)
     ctx.rd.write_training_record({"stage": stage, "objectives": list(cfg.schedule.stages[:stage]),
@@ -230,6 +235,17 @@ def float_setting() -> dict[str, Any]:
     return {"torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
+def stack_below(rd: RunDir, stage: int) -> list[Path] | None:
+    """What stage ``stage``'s stacked adapter stacks on: stage k-1's stacked adapter, else the adapters of
+    stages 1..k-1 (stages trained before stacked adapters were written); None where one is missing."""
+    if stage <= 1:
+        return []
+    if rd.has_stacked(stage - 1):
+        return [rd.stacked_dir(stage - 1)]
+    adapters = [rd.adapter_dir(k) for k in range(1, stage)]
+    return adapters if all((a / "adapter_config.json").exists() for a in adapters) else None
+
+
 def evaluate_stage(ctx: RunContext, evaluator: Evaluator, ev: EvalDir, stage: int, source: RunDir | None) -> None:
     """Score the stage unless this setting already has; an adopted stage takes its source's scores when the
     source was evaluated the same way (same model, same setting: same numbers)."""
@@ -240,7 +256,8 @@ def evaluate_stage(ctx: RunContext, evaluator: Evaluator, ev: EvalDir, stage: in
     copied = source.eval(ev.eval_id).records() if source is not None else []
     scores = next((r for r in copied if r["stage"] == stage), None)
     if scores is None:
-        scores = evaluator.score(StageModel(stage, ctx.models.path(stage), lambda: ctx.models.get(stage)))
+        scores = evaluator.score(StageModel(stage, ctx.models.path(stage), lambda: ctx.models.get(stage),
+                                            adapter=ctx.models.adapter(stage), base=ctx.models.base_path))
     emit(ctx, ev, stage, scores)
 
 

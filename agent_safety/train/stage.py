@@ -2,7 +2,8 @@
 
 The reference is the current model with the adapter disabled (TRL's behaviour for a PEFT model with
 ``ref_model=None``), so no second copy of the model is held. The merged model is what the next stage
-starts from, which is how the study trained sequentially.
+starts from, which is how the study trained sequentially. On disk a stage is its adapter, the stacked adapter
+of stages 1..k over the base (``train.stacked``), and, with ``trainer.save_merged``, the merged model.
 """
 
 from __future__ import annotations
@@ -110,13 +111,18 @@ def latest_checkpoint(output_dir: Path) -> str | None:
 
 def train_stage(model: Any, tokenizer: Any, pairs: StagePairs, trainer_cfg: DictConfig, stage_dir: Path,
                 epochs: float, seed: int, report_to: list[str], run_name: str,
-                callbacks: Sequence[Any] = ()) -> tuple[Any, dict[str, float | None]]:
-    """Train one stage, save its adapter and merged model; return the merged model and train metrics.
+                callbacks: Sequence[Any] = (), stack_below: Sequence[Path] | None = (),
+                save_merged: bool = True) -> tuple[Any, dict[str, float | None]]:
+    """Train one stage, save its adapter, its stacked adapter (on ``stack_below``, the earlier stages' adapters;
+    None: none can be written) and, with ``save_merged``, its merged model; return the merged model (in memory
+    either way: the next stage trains on it) and the train metrics.
 
     Resumes from the stage's latest trainer checkpoint when one exists (a preempted job).
     """
     from datasets import Dataset
     from peft import LoraConfig
+
+    from agent_safety.train.stacked import write_stacked
 
     lora = trainer_cfg.lora
     target = lora.target_modules
@@ -143,9 +149,12 @@ def train_stage(model: Any, tokenizer: Any, pairs: StagePairs, trainer_cfg: Dict
         result = trainer.train(resume_from_checkpoint=resume)
     peft_model = trainer.model
     replace_dir(stage_dir / "adapter", lambda d: peft_model.save_pretrained(d))
+    if stack_below is not None:
+        write_stacked([*stack_below, stage_dir / "adapter"], stage_dir / "stacked")
     merged = peft_model.merge_and_unload()
-    replace_dir(stage_dir / "model", lambda d: (merged.save_pretrained(d, safe_serialization=True),
-                                                  tokenizer.save_pretrained(d)))
+    if save_merged or stack_below is None:
+        replace_dir(stage_dir / "model", lambda d: (merged.save_pretrained(d, safe_serialization=True),
+                                                      tokenizer.save_pretrained(d)))
     shutil.rmtree(output_dir, ignore_errors=True)  # trainer checkpoints only serve a preempted stage
     metrics: dict[str, float | None] = {k: float(v) for k, v in result.metrics.items() if isinstance(v, int | float)}
     metrics["train_loss"] = whole_train_loss(metrics.get("train_loss"), trainer.state.global_step, resume, carried)

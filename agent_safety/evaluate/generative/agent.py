@@ -4,9 +4,11 @@ Three backends share one interface (:class:`AgentBackend`) and one accounting of
 
 - ``transformers``: the model in this process, prompts sorted by length and generated ``batch_size`` at a
   time with left padding and a static KV cache.
-- ``vllm``: an in-process ``vllm.LLM`` engine on the stage's model folder (GPU; the optional ``vllm`` extra).
+- ``vllm``: an in-process ``vllm.LLM`` engine on the stage's model folder (GPU, or vLLM's CPU build; the
+  optional ``vllm`` extra); with ``eval.agent.adapters`` on the base model with the stage's stacked adapter.
 - ``openai``: an OpenAI-compatible endpoint (``eval.agent.endpoint``) through :class:`client.Endpoint`, whose
-  served model name may name the stage (``{path}``, ``{stage}``, ``{run_id}``).
+  served model name may name the stage (``{path}``, ``{stage}``, ``{run_id}``); with ``eval.agent.adapters``
+  the stage is its stacked adapter, loaded into the server by name (``generative.adapters``).
 
 How the in-process backends count and cut, so that the three agree:
 
@@ -32,7 +34,9 @@ How the in-process backends count and cut, so that the three agree:
 from __future__ import annotations
 
 import gc
+import json
 import logging
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -59,24 +63,66 @@ class AgentBackend(Protocol):
 
 
 def make_agent(cfg: Any, model_path: str, load_model: Callable[[], Any], tokenizer: Any, cache_dir: Path,
-               run_id: str, stage: int) -> AgentBackend:
-    """The backend ``cfg.backend`` names, for the stage whose model is at ``model_path``.
+               run_id: str, stage: int, adapter: str | None = None, base_path: str | None = None) -> AgentBackend:
+    """The backend ``cfg.backend`` names, for the stage whose model is at ``model_path`` (its stacked adapter
+    over ``base_path`` at ``adapter``).
 
     ``load_model`` is called only by the ``transformers`` backend, so the other two never hold a copy.
     """
     backend = cfg.backend
+    lora = stage_adapter(cfg, adapter, stage)
     if backend == "transformers":
         return TransformersAgent(load_model(), tokenizer, batch_size=int(cfg.batch_size),
                                  temperature=float(cfg.temperature))
     if backend == "vllm":
-        return VLLMAgent(model_path, tokenizer, temperature=float(cfg.temperature))
+        engine = plain(getattr(cfg, "engine", None))
+        if lora is None:
+            return VLLMAgent(model_path, tokenizer, temperature=float(cfg.temperature), **engine)
+        return VLLMAgent(str(base_path or model_path), tokenizer, temperature=float(cfg.temperature), adapter=lora,
+                         **engine)
     if backend == "openai":
         from agent_safety.evaluate.generative.client import Endpoint
 
         model = served_model(cfg.endpoint.model, model_path, stage, run_id)
+        if lora is not None:
+            model = serve_adapter(cfg.endpoint, lora, stage)
         endpoint = Endpoint(cfg.endpoint, Path(cache_dir), role="agent", model=model)
         return OpenAIAgent(endpoint, temperature=float(cfg.temperature))
     raise ValueError(f"eval.agent.backend={backend!r} is not a backend; choose one of: {', '.join(BACKENDS)}")
+
+
+def plain(value: Any) -> dict[str, Any]:
+    """A config mapping as a plain dict (keyword arguments for an engine)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    return dict(OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value or {})
+
+
+def stage_adapter(cfg: Any, adapter: str | None, stage: int) -> str | None:
+    """The stacked adapter to serve this stage as (``eval.agent.adapters``); None: the model itself."""
+    if not getattr(cfg, "adapters", False) or stage == 0:
+        return None
+    if cfg.backend == "transformers":
+        raise ValueError("eval.agent.adapters=true needs eval.agent.backend=openai or vllm (a server or engine "
+                         "that serves LoRA adapters); the transformers backend merges the stage in memory")
+    if adapter is None:
+        raise ValueError(f"eval.agent.adapters=true: stage {stage} has no stacked adapter (stage_{stage}/stacked/, "
+                         "written by stages trained since stacked adapters exist)")
+    return adapter
+
+
+def serve_adapter(endpoint_cfg: Any, adapter: str, stage: int) -> str:
+    """Load the stage's stacked adapter into the endpoint's server; its served model name."""
+    from agent_safety.evaluate.generative.adapters import adapter_name, load_adapter
+    from agent_safety.evaluate.generative.client import PLACEHOLDER_KEY, EndpointError
+
+    url = str(endpoint_cfg.base_url or "").rstrip("/")
+    if not url:
+        raise EndpointError("the agent endpoint has no base_url (e.g. http://localhost:8000/v1)")
+    key = os.environ.get(endpoint_cfg.api_key_env or "", "") or PLACEHOLDER_KEY
+    name = adapter_name(adapter, stage)
+    load_adapter(url, name, adapter, key, float(endpoint_cfg.timeout_s))
+    return name
 
 
 def served_model(template: str | None, model_path: str, stage: int, run_id: str) -> str:
@@ -247,12 +293,20 @@ class VLLMAgent:
     """An in-process vLLM engine on the stage's model folder; prompts rendered with the run's tokenizer."""
 
     def __init__(self, model_path: str, tokenizer: Any, temperature: float = 0.0, seed: int = 0,
-                 **engine_kwargs: Any) -> None:
+                 adapter: str | None = None, **engine_kwargs: Any) -> None:
         try:
             import vllm
         except ImportError:
             raise RuntimeError(VLLM_MISSING) from None
         self.tokenizer, self.temperature, self.seed = tokenizer, temperature, seed
+        self.lora = None
+        if adapter is not None:  # the base model with the stage's stacked adapter
+            from vllm.lora.request import LoRARequest
+
+            rank = int(json.loads((Path(adapter) / "adapter_config.json").read_text())["r"])
+            engine_kwargs = {"enable_lora": True, "max_lora_rank": lora_rank_slot(rank), "max_loras": 1,
+                             **engine_kwargs}
+            self.lora = LoRARequest(Path(adapter).name, 1, str(adapter))
         self.llm = vllm.LLM(model=model_path, seed=seed, **engine_kwargs)
         config = getattr(getattr(self.llm, "llm_engine", None), "model_config", None)
         self.window = getattr(config, "max_model_len", None)
@@ -269,7 +323,8 @@ class VLLMAgent:
         stop = [s for s in stop if s]
         params = [SamplingParams(temperature=self.temperature, max_tokens=budgets[k], stop=stop or None,
                                  seed=self.seed + k if self.temperature > 0 else None) for k in todo]
-        results = self.llm.generate([{"prompt_token_ids": ids[k]} for k in todo], params, use_tqdm=False)
+        results = self.llm.generate([{"prompt_token_ids": ids[k]} for k in todo], params, use_tqdm=False,
+                                    lora_request=self.lora)
         for k, result in zip(todo, results, strict=True):
             completion = result.outputs[0]
             out[k] = Generation(cut_at_stop(completion.text, stop)[0], len(completion.token_ids), len(ids[k]))
@@ -289,6 +344,19 @@ class VLLMAgent:
 
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+#: The adapter ranks a vLLM engine can be sized for (``max_lora_rank``).
+LORA_RANK_SLOTS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def lora_rank_slot(rank: int) -> int:
+    """The smallest ``max_lora_rank`` vLLM accepts that holds an adapter of this rank."""
+    slot = next((s for s in LORA_RANK_SLOTS if s >= rank), None)
+    if slot is None:
+        raise ValueError(f"a stacked adapter of rank {rank} is above vLLM's largest max_lora_rank "
+                         f"({LORA_RANK_SLOTS[-1]}): serve merged models (eval.agent.adapters=false)")
+    return slot
 
 
 class OpenAIAgent:

@@ -83,7 +83,8 @@ class GenerativeEvaluator:
 
         ctx, cfg = self.ctx, self.ctx.cfg.eval
         before = self._usage()
-        agent = make_agent(cfg.agent, model.path, model.load, ctx.tokenizer, ctx.cache_dir, ctx.run_id, model.stage)
+        agent = make_agent(cfg.agent, model.path, model.load, ctx.tokenizer, ctx.cache_dir, ctx.run_id, model.stage,
+                           adapter=model.adapter, base_path=model.base)
         try:
             episodes = run_episodes(self.cases, self.toolkits, agent, self.emulator, self.prompts, cfg.agent,
                                     desc=f"stage {model.stage} rollouts")
