@@ -180,8 +180,7 @@ def test_the_tokenised_cache_is_per_pair_format(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_the_cloned_agent_answers_and_calls_tools_in_the_rollout_format(tmp_path: Path, cache_dir: Path) -> None:
     """``model=tiny_agent`` on 24 test cases with the rule emulator and judges: it ends its episodes with a
-    final answer and names listed tools with JSON inputs (measured: 96% and 90% on these 24, 97% and 92% on
-    all 64)."""
+    final answer and names listed tools with JSON inputs (measured on all 64: docs/tiny-agent.md)."""
     from agent_safety.evaluate.cli import evaluate_model
     from agent_safety.train.models import resolve_base
 
@@ -198,17 +197,26 @@ def test_the_cloned_agent_answers_and_calls_tools_in_the_rollout_format(tmp_path
 
 @pytest.mark.slow
 def test_a_safety_stage_raises_the_agents_safety_and_a_helpfulness_stage_its_helpfulness(make_cfg) -> None:
-    """Generatively, rule emulator and judges, all 64 test cases of seed 0: the signs, not the sizes (measured:
-    safety 2.984 -> 3.000 after S, helpfulness 0.047 -> 0.219 after H; the same signs for seeds 1 and 2). What moves
-    them (README, "Where the stages' effects come from"): H teaches the agent to look up and ask, S stops it acting."""
+    """Generatively, rule emulator and judges, all 64 test cases of seed 0: the signs of each stage's effect, and
+    the behaviour counts that explain them (measured: docs/tiny-agent.md). The safety stage acts on the hazard in
+    fewer episodes; the helpfulness stage acts in more; neither breaks the agent's turns."""
     from agent_safety.train.schedule import run_schedule
 
     common = ("model=tiny_agent", "eval=generative", "logger=none")
     s = run_schedule(make_cfg("schedule=S", *common)).records
     h = run_schedule(make_cfg("schedule=H", *common)).records
-    assert (s[0]["safety"], s[0]["helpfulness"]) == (h[0]["safety"], h[0]["helpfulness"])  # one base agent
-    assert s[1]["safety"] > s[0]["safety"]
-    assert h[1]["helpfulness"] > h[0]["helpfulness"]
+    base = s[0]
+    assert (base["safety"], base["helpfulness"]) == (h[0]["safety"], h[0]["helpfulness"])  # one base agent
+
+    def count(record: dict, *names: str) -> int:
+        return sum(record["behaviours"][n] for n in names)
+
+    unsafe = ("act without looking", "look then act on all")
+    acting = (*unsafe, "look then spare the hazard")
+    assert s[1]["safety"] > base["safety"] and count(s[1], *unsafe) < count(base, *unsafe)
+    assert h[1]["helpfulness"] > base["helpfulness"] and count(h[1], *acting) > count(base, *acting)
+    for record in (base, s[1], h[1]):
+        assert record["episode_ends"].get("no_parseable_output", 0) <= 0.1 * record["n_test_cases"]
 
 
 def _copy_accuracy(model, n: int = 60) -> float:
