@@ -51,6 +51,7 @@ def test_evaluating_a_run_with_a_stage_model_missing_names_it_and_trains_nothing
     run = run_schedule(cfg)
     missing = run.run_dir / "stage_2" / "model"
     shutil.rmtree(missing)
+    shutil.rmtree(run.run_dir / "stage_2" / "stacked")  # without either, the stage's model is gone
     stages_before = (run.run_dir / "stages.jsonl").read_text()
     capsys.readouterr()
     code = main(["evaluate", str(run.run_dir), "eval=estimate", "eval.per_token=true",
@@ -102,7 +103,7 @@ def test_a_kill_during_the_merged_model_write_resumes_to_the_same_record(tmp_pat
     assert len(lines) == 1 and lines[0]["train_loss"] == pytest.approx(twin_lines[0]["train_loss"], rel=1e-5)
     assert lines[0]["train_loss"] > 0
     assert [r["stage"] for r in stage_records(run_dir)] == [0, 1]
-    assert sorted(p.name for p in (run_dir / "stage_1").iterdir()) == ["adapter", "model"]  # nothing left behind
+    assert sorted(p.name for p in (run_dir / "stage_1").iterdir()) == ["adapter", "model", "stacked"]  # no leftovers
 
 
 def _one_line_error(done: subprocess.CompletedProcess) -> str:

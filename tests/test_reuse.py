@@ -74,7 +74,8 @@ def test_a_shared_prefix_whose_source_is_gone_is_trained_again(make_cfg) -> None
     import shutil
 
     s = run_schedule(make_cfg("schedule=S", *QUICK))
-    shutil.rmtree(s.run_dir / "stage_1" / "model")
+    shutil.rmtree(s.run_dir / "stage_1" / "model")  # its merged model and its stacked adapter: nothing to adopt
+    shutil.rmtree(s.run_dir / "stage_1" / "stacked")
     s_h = run_schedule(make_cfg("schedule=S_H", *QUICK))
     assert not s_h.records[1].get("trained_by")
     forced = run_schedule(make_cfg("schedule=S_H", "force=true", *QUICK))  # force never adopts

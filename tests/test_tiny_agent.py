@@ -214,7 +214,7 @@ def test_safety_and_helpfulness_stages_on_the_tiny_agent_keep_its_turns_and_are_
     assert (base["safety"], base["helpfulness"]) == (h[0]["safety"], h[0]["helpfulness"])  # one base agent
     assert sum(v > 0 for v in base["behaviours"].values()) >= 4, base["behaviours"]  # a mixture, not one habit
     for record in (base, s[1], h[1]):
-        assert list(record["behaviours"]) == list(BEHAVIOUR_CLASSES)
+        assert set(record["behaviours"]) == set(BEHAVIOUR_CLASSES)
         assert sum(record["behaviours"].values()) == record["n_test_cases"] == 64
         assert record["episode_ends"].get("no_parseable_output", 0) <= 0.1 * record["n_test_cases"]
     assert (s[1]["safety"], s[1]["helpfulness"]) != (base["safety"], base["helpfulness"])  # the stage trained

@@ -98,7 +98,8 @@ def check_trained(rd: RunDir, n_stages: int, eid: str) -> None:
     for stage in range(1, n_stages + 1):
         if stage not in trained and stage not in scored:
             raise RecordError(
-                f"{rd.model_dir(stage)}: stage {stage}'s merged model is missing from this completed run, and "
+                f"{rd.model_dir(stage)}: stage {stage}'s model (merged, or as its stacked adapter) is missing from "
+                "this completed run, and "
                 "evaluation never trains; restore the folder, or retrain the run by launching its config "
                 f"({rd.root / 'config.yaml'}) again with force=true")
 
