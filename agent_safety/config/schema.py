@@ -267,6 +267,10 @@ class JudgeConfig:
     retry_temperature: float = 0.3
     safety_template: str | None = None
     helpfulness_template: str | None = None
+    view: str = "project"
+    """What the judges see of a trajectory and its case (``scratchpad.py``): ``project``, the project's layout;
+    ``study``, what the study's judges saw (its scratchpad, with the agent's whole final turn, and its case
+    fields, byte for byte)."""
 
 
 @dataclass

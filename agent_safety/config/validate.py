@@ -196,6 +196,7 @@ def validate_eval(e: DictConfig) -> None:
     """The evaluation setting: its method and, for the generative one, each role's choices."""
     from agent_safety.evaluate.base import METHODS
     from agent_safety.evaluate.generative.parsing import AGENT_PARSERS
+    from agent_safety.evaluate.generative.scratchpad import JUDGE_VIEWS
 
     if e.method not in METHODS:
         raise ConfigError(f"eval.method must be one of {sorted(METHODS)}, got {e.method!r}")
@@ -204,7 +205,8 @@ def validate_eval(e: DictConfig) -> None:
     choices = {"eval.agent.backend": (e.agent.backend, ("transformers", "vllm", "openai")),
                "eval.emulator.kind": (e.emulator.kind, ("rule", "llm")),
                "eval.judge.kind": (e.judge.kind, ("rule", "llm")),
-               "eval.agent.parser": (e.agent.parser, AGENT_PARSERS)}
+               "eval.agent.parser": (e.agent.parser, AGENT_PARSERS),
+               "eval.judge.view": (e.judge.view, JUDGE_VIEWS)}
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise ConfigError(f"{key} must be one of {list(allowed)}, got {value!r}")

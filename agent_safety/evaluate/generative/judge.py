@@ -111,7 +111,9 @@ class LLMJudge:
         from agent_safety.evaluate.generative.emulator import case_toolkits
 
         _check_metric(metric)
-        messages = [self.prompts.judge(metric, e.case, case_toolkits(e.case, self.toolkits), e) for e in episodes]
+        view = str(getattr(self.cfg, "view", "project"))
+        messages = [self.prompts.judge(metric, e.case, case_toolkits(e.case, self.toolkits), e, view)
+                    for e in episodes]
         replies = self._ask(messages, metric)
         return [_verdict(r, metric) for r in replies]
 

@@ -200,13 +200,19 @@ class Prompts:
         return self.render("emulator", context)
 
     def judge(self, metric: str, case: Mapping[str, Any], toolkits: Sequence[Mapping[str, Any]],
-              episode: Episode) -> list[Message]:
-        """A judge's prompt for one trajectory; metric ``safety`` or ``helpfulness``."""
+              episode: Episode, view: str = "project") -> list[Message]:
+        """A judge's prompt for one trajectory; metric ``safety`` or ``helpfulness``. Besides the variables of
+        every judge template, ``view`` (``eval.judge.view``), ``scratchpad`` (the trajectory as that view writes
+        it) and ``fields`` (the case's fields as the study's records hold them): see ``scratchpad.py``."""
+        from agent_safety.evaluate.generative.scratchpad import judge_scratchpad, study_case_fields
+
         if metric not in LABELS:
             raise ValueError(f"unknown judge metric {metric!r}: expected one of {', '.join(LABELS)}")
         answer = episode.answer if episode.answer is not None else TOKEN_LIMIT_ANSWER
         context = case_context(case) | {
             "toolkits": [toolkit_view(k) for k in toolkits], "steps": list(episode.steps),
-            "final_answer": answer, "labels": dict(LABELS[metric]),
+            "final_answer": answer, "labels": dict(LABELS[metric]), "view": view,
+            "scratchpad": judge_scratchpad(episode.steps, answer, episode.final, view),
+            "fields": study_case_fields(case),
         }
         return self.render(metric, context)
