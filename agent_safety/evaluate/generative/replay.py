@@ -9,6 +9,9 @@ it and the observation it got, and, last, an ``AgentFinish`` with the final answ
 where the study did (same steps, same ending). What cannot be replayed: where a turn's continuations
 began (a log with continuations is replayed as at most two outputs, :func:`recorded_outputs`), and the
 study's token cap counted ``cl100k_base`` tokens of the text (:func:`study_token_counter`).
+
+:func:`judge_input_agreement` checks what the judges see: our judge prompts for a replayed episode against
+what the study's judges read of it (:func:`study_judge_scratchpad`, the record's case fields).
 """
 
 from __future__ import annotations
@@ -49,6 +52,11 @@ class PublishedEpisode:
     steps: tuple[PublishedStep, ...]
     output: str | None
     final_log: str | None
+    finish: dict[str, Any] | None = None
+    """The recorded ``AgentFinish`` as the record holds it (None after a crash)."""
+    fields: dict[str, str] | None = None
+    """The case's fields as the record holds them (``input``, ``underspecifications``, ``risky_outcome``,
+    ``risky_actions``); None in the study's crash records, which lack them."""
 
     @property
     def ending(self) -> str:
@@ -77,14 +85,16 @@ def read_published(archive: str | Path) -> Iterator[PublishedEpisode]:
 
 
 def _episode(record: Mapping[str, Any], source: str) -> PublishedEpisode:
-    steps, output, final_log = [], None, None
+    steps, output, final_log, finish = [], None, None, None
     for action, observation in record["intermediate_steps"]:
         if isinstance(action, dict):
-            output, final_log = action["return_values"]["output"], action["log"]
+            output, final_log, finish = action["return_values"]["output"], action["log"], dict(action)
         else:
             tool, tool_input, log = action
             steps.append(PublishedStep(tool, tool_input, log, observation[0] if observation else ""))
-    return PublishedEpisode(source, dict(record["case"]), tuple(steps), output, final_log)
+    keys = ("input", "underspecifications", "risky_outcome", "risky_actions")
+    fields = {k: record[k] for k in keys} if all(k in record for k in keys) else None
+    return PublishedEpisode(source, dict(record["case"]), tuple(steps), output, final_log, finish, fields)
 
 
 def read_toolkits(archive: str | Path) -> dict[str, dict[str, Any]]:
@@ -126,21 +136,58 @@ class ReplayPrompts:
 
 
 def recorded_outputs(log: str) -> list[str]:
-    """The outputs to replay for one recorded log. The study kept a first output with one newline at its end
-    (:func:`parsing.study_turn_text`) and appended continuations as generated: a log that does not end so
-    held a continuation, and is replayed as an empty output continued by the whole log, which reads the same."""
-    from agent_safety.evaluate.generative.parsing import study_turn_text
+    """The outputs to replay for one recorded log, so that our loop keeps it to the byte. The study kept an
+    output as :func:`parsing.study_turn_text` does (a leading ``Thought:`` dropped, one newline at the end) and
+    appended continuations as generated: a log that no output is kept as held a continuation. It is replayed
+    as an output kept as the log's first lines (the fewest that can be), continued by the rest; else as an
+    empty output continued by the whole log (which reads the same, a newline ahead)."""
+    whole = _kept_as(log)
+    if whole is not None:
+        return [whole]
+    cut = log.find("\n") + 1
+    while cut:
+        first = _kept_as(log[:cut])
+        if first is not None:
+            return [first, log[cut:]]
+        cut = log.find("\n", cut) + 1
+    return ["", log]
 
-    return [log] if study_turn_text(log) == log else ["", log]
+
+def _kept_as(kept: str) -> str | None:
+    """An output the study would have kept as ``kept`` (itself, or itself after ``Thought:``), or None."""
+    from agent_safety.evaluate.generative.parsing import STUDY_TURN_PREFIX, study_turn_text
+
+    for output in (kept, STUDY_TURN_PREFIX + kept):
+        if study_turn_text(output) == kept:
+            return output
+    return None
+
+
+def stopped_outputs(log: str, continuations: int) -> list[str]:
+    """The outputs to replay for the last log of an episode the study stopped: as :func:`recorded_outputs`, with
+    the continuation that ends the log held back to the last one the study's limit allows, so that the log is
+    the episode's final one to the byte (our loop keeps a continued text as the study kept an output, and
+    the study appended its last continuation as generated)."""
+    outputs = recorded_outputs(log)
+    return outputs[:1] + [""] * (continuations - 1) + outputs[1:] if len(outputs) == 2 and outputs[0] else outputs
 
 
 class ReplayAgent:
-    """Hands each episode its recorded texts in order (every step's log, then the final one), then empty turns."""
+    """Hands each episode its recorded texts in order (every step's log, then the final one), then empty turns.
+    A log replayed as several outputs counts its tokens (``count``) on its last one, as the study counted the
+    log: the cap sees the same totals at the same turns."""
 
-    def __init__(self, published: Sequence[PublishedEpisode], count: Callable[[str], int]) -> None:
-        logs = [[s.log for s in p.steps] + ([p.final_log] if p.final_log is not None else []) for p in published]
-        self.turns = [[out for log in episode for out in recorded_outputs(log)] for episode in logs]
-        self.count = count
+    def __init__(self, published: Sequence[PublishedEpisode], count: Callable[[str], int],
+                 continuations: int = 5) -> None:
+        self.turns: list[list[Generation]] = []
+        for p in published:
+            logs = [(s.log, recorded_outputs(s.log)) for s in p.steps]
+            if p.final_log is not None:
+                last = (stopped_outputs(p.final_log, continuations) if p.ending == "stopped"
+                        else recorded_outputs(p.final_log))
+                logs.append((p.final_log, last))
+            self.turns.append([Generation(out, count(log) if k == len(outs) - 1 else 0)
+                               for log, outs in logs for k, out in enumerate(outs)])
         self.asked = [0] * len(published)
 
     def generate(self, prompts: list[list[dict[str, str]]], max_tokens: list[int], stop: list[str]) -> list[Generation]:
@@ -149,8 +196,7 @@ class ReplayAgent:
             i = int(messages[-1]["content"])
             turns, k = self.turns[i], self.asked[i]
             self.asked[i] += 1
-            text = turns[k] if k < len(turns) else ""
-            out.append(Generation(text, self.count(text) if text else 0))
+            out.append(turns[k] if k < len(turns) else Generation("", 0))
         return out
 
     def close(self) -> None:
@@ -178,8 +224,8 @@ def replay(published: Sequence[PublishedEpisode], toolkits: Mapping[str, Mapping
     from agent_safety.evaluate.generative.rollout import run_episodes
 
     cases = [(i, {**p.case, _KEY: i}) for i, p in enumerate(published)]
-    return run_episodes(cases, toolkits, ReplayAgent(published, count), ReplayEmulator(published), ReplayPrompts(),
-                        settings, desc="replay")
+    agent = ReplayAgent(published, count, int(settings.max_continuations))
+    return run_episodes(cases, toolkits, agent, ReplayEmulator(published), ReplayPrompts(), settings, desc="replay")
 
 
 def compare(published: PublishedEpisode, ours: Episode) -> str:
@@ -200,3 +246,50 @@ def study_settings(token_limit: int = 8000) -> Any:
 
     return AgentConfig(parser="study", stop_at_observation=False, token_limit=token_limit,
                        max_tokens_per_step=token_limit, max_continuations=5, max_steps=None)
+
+
+def study_judge_scratchpad(published: PublishedEpisode) -> tuple[str, str]:
+    """(steps, end) of what the study's judges read as a published episode's trajectory, from its record alone:
+    each step's ``Action:`` / ``Action Input:`` / ``Observation:`` lines (no thoughts), then the recorded
+    ``AgentFinish``, repr'd in the study's wrapper (docs/evaluation.md, "What the judges see")."""
+    steps = "".join(f"Action: {s.tool}\nAction Input: {s.tool_input}\nObservation: {s.observation}\n"
+                    for s in published.steps)
+    return steps, f"Final Answer: [unavailable or non-string: {published.finish!r}]\n"
+
+
+#: What :func:`judge_input_agreement` checks in each judge's prompt, in the study's order.
+JUDGE_INPUT_PARTS: Mapping[str, tuple[str, ...]] = {
+    "safety": ("input", "underspecifications", "risky_outcome", "risky_actions", "steps", "end"),
+    "helpfulness": ("input", "steps", "end"),
+}
+#: The safety judge's case fields, which the study's helpfulness judge did not read.
+SAFETY_ONLY = ("underspecifications", "risky_outcome", "risky_actions")
+
+
+def judge_input_agreement(published: PublishedEpisode, ours: Episode, prompts: Any,
+                          toolkits: Mapping[str, Mapping[str, Any]], view: str = "study") -> dict[str, bool]:
+    """Whether the judge prompts we render for our replay ``ours`` of a published episode hold what the study's
+    judges read, byte for byte: each part of :data:`JUDGE_INPUT_PARTS` (the record's case fields, the steps and
+    the end of :func:`study_judge_scratchpad`) found in our prompt (``<metric>:<part>``), all of them in the
+    study's order (``<metric>:order``), and, in the helpfulness prompt, none of :data:`SAFETY_ONLY`
+    (``helpfulness:no safety fields``). Needs the record's fields (not in the study's crash records)."""
+    from agent_safety.evaluate.generative.emulator import case_toolkits
+
+    if published.fields is None or published.finish is None:
+        raise ValueError(f"{published.source}: a crash record, with no fields or AgentFinish to compare")
+    steps, end = study_judge_scratchpad(published)
+    expected = {**published.fields, "steps": steps, "end": end}
+    kits = case_toolkits(published.case, toolkits)
+    out: dict[str, bool] = {}
+    for metric, parts in JUDGE_INPUT_PARTS.items():
+        text = "\n".join(m["content"] for m in prompts.judge(metric, published.case, kits, ours, view))
+        at, in_order = 0, True
+        for part in parts:
+            out[f"{metric}:{part}"] = expected[part] in text
+            found = text.find(expected[part], at)
+            in_order, at = in_order and found >= 0, max(at, found + len(expected[part]))
+        out[f"{metric}:order"] = in_order
+        if metric == "helpfulness":
+            shown = [published.fields[k].strip() for k in SAFETY_ONLY]
+            out[f"{metric}:no safety fields"] = not any(v in text for v in shown if v)
+    return out
