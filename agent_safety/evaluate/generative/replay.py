@@ -7,7 +7,7 @@ it and the observation it got, and, last, an ``AgentFinish`` with the final answ
 :class:`ReplayAgent` hands those texts back to :func:`rollout.run_episodes` turn by turn, a
 :class:`ReplayEmulator` the recorded observations, and :func:`compare` says whether our loop ended the episode
 where the study did (same steps, same ending). What cannot be replayed: where a turn's continuations
-began (a log with continuations is replayed as at most two outputs, :func:`recorded_outputs`), and the
+began (a log with continuations is replayed as its first lines and the rest, :func:`recorded_outputs`), and the
 study's token cap counted ``cl100k_base`` tokens of the text (:func:`study_token_counter`).
 
 :func:`judge_input_agreement` checks what the judges see: our judge prompts for a replayed episode against
