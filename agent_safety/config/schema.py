@@ -111,6 +111,9 @@ class DataConfig:
     pair_format: str = "study"
     """How a pair is rendered: ``study`` (a system prompt with the tools, the steps as alternating messages) or
     ``agent`` (the generative evaluation's agent prompt, the trajectory as one assistant message)."""
+    mask_observations: bool = False
+    """Leave the tools' observations out of the DPO loss: only the tokens the agent writes count. False counts
+    every completion token, as TRL does with a conversation (the study's recipe)."""
 
 
 @dataclass

@@ -149,17 +149,47 @@ class Tokenized:
     """Parallel to ``Benchmark.trajectories``."""
     fmt: str = ""
     """The pair format's key (``format_key``; empty for ``study``): caches built on these lengths name it."""
+    completion_masks: list[list[int]] | None = None
+    """Parallel to ``completion_ids`` with ``data.mask_observations``: 1 on a token the agent writes, 0 on one
+    inside a tool's observation."""
 
     def length(self, traj_index: int, case_idx: int) -> int:
         return len(self.prompt_ids[case_idx]) + len(self.completion_ids[traj_index])
 
 
+def observation_spans(text: str, observations: Sequence[str]) -> list[tuple[int, int]]:
+    """Character spans of the steps' observations in a rendered completion, found in order (as rendered: raw, or
+    with reasoning stripped as the study format writes them)."""
+    spans, pos = [], 0
+    for obs in observations:
+        for form in (obs, strip_reasoning(obs)):
+            start = text.find(form, pos) if form else -1
+            if start >= 0:
+                spans.append((start, start + len(form)))
+                pos = start + len(form)
+                break
+    return spans
+
+
+def agent_token_mask(offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]) -> list[int]:
+    """1 for each token the agent writes, 0 for a token wholly inside an observation span (both sorted)."""
+    mask, k = [], 0
+    for start, end in offsets:
+        while k < len(spans) and spans[k][1] <= start:
+            k += 1
+        inside = k < len(spans) and spans[k][0] <= start and end <= spans[k][1]
+        mask.append(0 if inside else 1)
+    return mask
+
+
 def tokenize_benchmark(tokenizer: Any, bench: Benchmark, cases: Sequence[int] | None = None,
-                       pair_format: str = "study", template: str | None = None) -> Tokenized:
+                       pair_format: str = "study", template: str | None = None,
+                       mask_observations: bool = False) -> Tokenized:
     """Tokenise each prompt and completion once; pairs and the estimate index into the result.
 
     The completion is the text the chat template adds after the prompt's generation header, so
-    training and scoring see exactly what a chat model would at inference.
+    training and scoring see exactly what a chat model would at inference. With ``mask_observations`` each
+    completion also gets the mask of the tokens the agent wrote (``Tokenized.completion_masks``).
     """
     prompt_messages, completion_messages = example_messages(pair_format, template)
     keep = set(bench.cases) if cases is None else set(cases)
@@ -178,9 +208,14 @@ def tokenize_benchmark(tokenizer: Any, bench: Benchmark, cases: Sequence[int] | 
         completion_text.append(full[len(head):])
     enc = tokenizer(list(prompt_text.values()), add_special_tokens=False)["input_ids"]
     prompt_ids = dict(zip(prompt_text, enc, strict=True))
-    completion_ids = tokenizer(completion_text, add_special_tokens=False)["input_ids"]
-    return Tokenized(prompt_ids=prompt_ids, completion_ids=list(completion_ids),
-                     fmt=format_key(pair_format, template))
+    completions = tokenizer(completion_text, add_special_tokens=False, return_offsets_mapping=mask_observations)
+    masks = None
+    if mask_observations:
+        masks = [agent_token_mask(offsets, observation_spans(text, [s.observation for s in t.steps]))
+                 for t, text, offsets in zip(bench.trajectories, completion_text, completions["offset_mapping"],
+                                             strict=True)]
+    return Tokenized(prompt_ids=prompt_ids, completion_ids=list(completions["input_ids"]),
+                     fmt=format_key(pair_format, template), completion_masks=masks)
 
 
 def format_key(pair_format: str, template: str | None = None) -> str:
@@ -198,7 +233,7 @@ def format_key(pair_format: str, template: str | None = None) -> str:
 
 
 def cached_tokenize(tokenizer: Any, bench: Benchmark, cache_dir: str | Path, pair_format: str = "study",
-                    template: str | None = None) -> Tokenized:
+                    template: str | None = None, mask_observations: bool = False) -> Tokenized:
     """``tokenize_benchmark``, computed once per data x tokenizer x prompt format and reused by every run."""
     import numpy as np
 
@@ -206,20 +241,27 @@ def cached_tokenize(tokenizer: Any, bench: Benchmark, cache_dir: str | Path, pai
     fmt = key(system=SYSTEM_PROMPT, think=_THINK.pattern, unopened=_UNOPENED_THINK.pattern, version=FORMAT_VERSION)
     if pair_format != "study":
         fmt = key(base=fmt, pair_format=pair_key)
-    path = Path(cache_dir) / "tokenized" / f"{key(data=bench.fingerprint, tok=tokenizer_key(tokenizer), fmt=fmt)}.npz"
+    masked = {"masks": True} if mask_observations else {}  # the unmasked files keep their names
+    path = (Path(cache_dir) / "tokenized"
+            / f"{key(data=bench.fingerprint, tok=tokenizer_key(tokenizer), fmt=fmt, **masked)}.npz")
 
     def compute() -> dict[str, Any]:
-        t = tokenize_benchmark(tokenizer, bench, pair_format=pair_format, template=template)
+        t = tokenize_benchmark(tokenizer, bench, pair_format=pair_format, template=template,
+                               mask_observations=mask_observations)
         cases = sorted(t.prompt_ids)
         p, c = ragged([t.prompt_ids[k] for k in cases]), ragged(t.completion_ids)
-        return {"cases": np.array(cases, dtype=np.int64), "prompt_values": p["values"],
-                "prompt_offsets": p["offsets"], "completion_values": c["values"], "completion_offsets": c["offsets"]}
+        out = {"cases": np.array(cases, dtype=np.int64), "prompt_values": p["values"],
+               "prompt_offsets": p["offsets"], "completion_values": c["values"], "completion_offsets": c["offsets"]}
+        if t.completion_masks is not None:
+            out["mask_values"] = ragged(t.completion_masks)["values"]  # the completions' offsets hold for it
+        return out
 
     a = cached_arrays(path, compute)
     prompts = unragged(a["prompt_values"], a["prompt_offsets"])
+    masks = unragged(a["mask_values"], a["completion_offsets"]) if mask_observations else None
     return Tokenized(prompt_ids=dict(zip(a["cases"].tolist(), prompts, strict=True)),
                      completion_ids=unragged(a["completion_values"], a["completion_offsets"]),
-                     fmt=pair_key)
+                     fmt=pair_key, completion_masks=masks)
 
 
 def decode_example(tokenizer: Any, tokenized: Tokenized, bench: Benchmark, chosen: int, rejected: int) -> str:

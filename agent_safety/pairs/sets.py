@@ -15,7 +15,8 @@ from agent_safety.records.cache import cached_arrays, key
 
 @dataclass
 class StagePairs:
-    """The stage's training pairs as token ids, after the length filter."""
+    """The stage's training pairs as token ids (and, with ``data.mask_observations``, the masks of the agent's own
+    tokens), after the length filter."""
 
     rows: list[dict[str, list[int]]]
     dropped: int
@@ -30,8 +31,11 @@ def pair_rows(pairs: Sequence[tuple[int, int]], bench: Benchmark, tokenized: Tok
         if max(tokenized.length(c, case), tokenized.length(r, case)) > max_length:
             dropped += 1
             continue
-        rows.append({"prompt_ids": tokenized.prompt_ids[case], "chosen_ids": tokenized.completion_ids[c],
-                     "rejected_ids": tokenized.completion_ids[r]})
+        row = {"prompt_ids": tokenized.prompt_ids[case], "chosen_ids": tokenized.completion_ids[c],
+               "rejected_ids": tokenized.completion_ids[r]}
+        if tokenized.completion_masks is not None:  # only the agent's own tokens count in the loss
+            row |= {"chosen_mask": tokenized.completion_masks[c], "rejected_mask": tokenized.completion_masks[r]}
+        rows.append(row)
     return StagePairs(rows=rows, dropped=dropped)
 
 

@@ -106,7 +106,8 @@ def prepare(cfg: DictConfig, config: dict[str, Any], run_id: str, eval_id: str, 
     base_path, base_identity = resolve_base(cfg.model, bench, cache_dir)
     tokenizer = load_tokenizer(base_path, cfg.model)
     models = StageModels(lambda path: load_model(path, cfg.model, device), base_path, rd)
-    tokenized = cached_tokenize(tokenizer, bench, cache_dir, cfg.data.pair_format, cfg.eval.agent.template)
+    tokenized = cached_tokenize(tokenizer, bench, cache_dir, cfg.data.pair_format, cfg.eval.agent.template,
+                                cfg.data.mask_observations)
     return RunContext(cfg, config, run_id, eval_id, rd, tracker, bench, list(train_cases), list(test_cases),
                       base_path, base_identity, tokenizer, tokenized, tokenizer_key(tokenizer), device, cache_dir,
                       models)

@@ -58,6 +58,27 @@ def _trainer_class() -> type:
     return PairTrainer
 
 
+class OwnTokens:
+    """TRL's preference collator with each pair's own completion mask (``chosen_mask``, ``rejected_mask``: the tokens
+    the agent wrote), so the tools' observations inside a trajectory count in neither the DPO nor an SFT loss. Pairs
+    never exceed ``max_length`` (longer ones are dropped), so the masks line up with the collated rows."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        masks = [ex["chosen_mask"] for ex in examples] + [ex["rejected_mask"] for ex in examples]
+        starts = [len(ex["prompt_ids"]) for ex in examples] * 2
+        out = self.inner([{k: v for k, v in ex.items() if not k.endswith("_mask")} for ex in examples])
+        completion = out["completion_mask"]
+        for row, (start, own) in enumerate(zip(starts, masks, strict=True)):
+            end = min(start + len(own), completion.shape[1])
+            completion[row, start:end] = torch.tensor(own[: end - start], dtype=completion.dtype)
+        return out
+
+
 def _loss_sum(checkpoint: str | None) -> dict[str, Any] | None:
     try:
         return read_json(Path(checkpoint) / LOSS_FILE) if checkpoint else None
@@ -140,6 +161,8 @@ def train_stage(model: Any, tokenizer: Any, pairs: StagePairs, trainer_cfg: Dict
         processing_class=tokenizer, peft_config=peft_config,
         callbacks=[*callbacks, guard, FirstStep(stage_dir.name)],
     )
+    if "chosen_mask" in pairs.rows[0]:
+        trainer.data_collator = OwnTokens(trainer.data_collator)
     resume = latest_checkpoint(output_dir)
     carried = _loss_sum(resume)
     if resume:
