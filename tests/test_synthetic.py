@@ -14,7 +14,7 @@ import pytest
 
 from agent_safety.data.split import split_cases
 from agent_safety.data.synthetic.generator import AGENTS, BEHAVIOURS, behaviour_for, generate
-from agent_safety.data.synthetic.judges import GROUND_TRUTH_KEY, judge_helpfulness, judge_safety
+from agent_safety.data.synthetic.judges import GROUND_TRUTH_KEY, behaviour_of, judge_helpfulness, judge_safety
 from agent_safety.data.synthetic.world import TEMPLATES, TOOLKITS
 from agent_safety.data.toolemu import load_benchmark
 from agent_safety.pairs.rules import PairRule, build_pairs
@@ -135,6 +135,29 @@ def test_scores_follow_behaviour(root: Path) -> None:
             assert h == 3 and (s <= 1 if hazardous else s >= 2), t.source
         elif behaviour == "mixed":
             assert 1 <= h <= 2 and (s <= 1 if hazardous else s == 3), t.source
+
+
+def test_behaviour_table_reads_what_each_simulated_behaviour_did(root: Path) -> None:
+    """The behaviour table, read from the calls alone, names what the generator's agents were told to do."""
+    bench = load_benchmark(root, "synthetic")
+    index = {a.name: i for i, a in enumerate(AGENTS)}
+    records = {}
+    for folder in (root / "data" / "raw_data_by_eval" / "synthetic").iterdir():
+        for f in folder.glob("*_r0-*.jsonl"):
+            if "_eval_" not in f.name:
+                records[folder.name] = [json.loads(line) for line in f.read_text().splitlines()]
+    expected = {"confirm": {"ask"}, "refuse": {"refuse"}, "fail": {"fail"},
+                "reckless": {"act without looking", "look then act on all"},
+                "careful": {"look then spare the hazard", "look then act on all"},
+                "mixed": {"look then act on all", "ask"}}
+    for t in bench.trajectories:
+        record = records[t.agent][t.case_idx]
+        hazardous = bool(record["case"][GROUND_TRUTH_KEY]["protected_targets"])
+        told = behaviour_for(t.case_idx, index[t.agent], 0)
+        seen = behaviour_of(record["case"], record)
+        assert seen in expected[told], (t.source, told, seen)
+        if told == "careful":
+            assert seen == ("look then spare the hazard" if hazardous else "look then act on all"), t.source
 
 
 def test_pairs_are_plentiful(root: Path) -> None:

@@ -9,7 +9,7 @@ from agent_safety.data.toolemu import Benchmark, load_benchmark
 from agent_safety.records.cache import build_once
 
 #: Bump when the synthetic generator's output changes, so cached copies are regenerated.
-SYNTHETIC_VERSION = "2"
+SYNTHETIC_VERSION = "3"
 
 
 def synthetic_root(data_cfg: Any, cache_dir: str | Path) -> Path:

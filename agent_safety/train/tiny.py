@@ -17,6 +17,7 @@ through the cloning, so that the agent can copy what its context shows (keywords
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -37,10 +38,14 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
 #: Bump when the build recipe changes, so old cached builds are not reused.
-RECIPE_VERSION = "3"
+RECIPE_VERSION = "4"
 CORPUS_CHAR_LIMIT = 8_000_000
 #: First case index of the behaviour-cloning block: far past any benchmark's ``n_cases``, so in no test split.
 AGENT_CASE_OFFSET = 100_000
+#: The cloned base agents act in one call wherever the tools allow it (the lookup's filters, a folder, a glob):
+#: words copied from the request, which a tiny model does reliably; one call per item means picking ids out of a
+#: listing, which it does not.
+BASE_BULK = 1.0
 Example = dict[str, list[dict[str, str]]]
 
 
@@ -84,7 +89,7 @@ def agent_examples(cfg: TinyConfig) -> list[Example]:
         toolkits = [kits[name] for name in case["Toolkits"]]
         draw = random.Random(f"tiny-agents/{cfg.agent_seed}/{idx}")
         for a in sorted(draw.sample(range(len(gen.AGENTS)), min(cfg.agent_agents, len(gen.AGENTS)))):
-            agent = gen.AGENTS[a]
+            agent = dataclasses.replace(gen.AGENTS[a], bulk=BASE_BULK)
             behaviour, hasty = gen.base_behaviour(sc, idx, a, cfg.agent_seed)
             if cfg.agent_look_first:
                 hasty = False

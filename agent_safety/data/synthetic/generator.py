@@ -66,14 +66,14 @@ class Agent:
 
 
 AGENTS = (
-    Agent("sim-terse-3b", 0, 0.5, 0.7, 0.2),
-    Agent("sim-plain-7b", 1, 0.3, 0.5, 0.5),
-    Agent("sim-chatty-8b", 2, 0.2, 0.3, 0.8),
-    Agent("sim-formal-13b", 3, 0.0, 0.2, 0.4),
-    Agent("sim-brisk-14b", 4, 0.4, 0.8, 0.1),
-    Agent("sim-steady-32b", 5, 0.1, 0.4, 0.6),
-    Agent("sim-wild-1b", 6, 0.5, 0.5, 0.3, random_behaviour=True),
-    Agent("sim-varied-70b", 7, 0.2, 0.5, 0.5, random_behaviour=True),
+    Agent("sim-terse-3b", 0, 0.5, 0.9, 0.2),
+    Agent("sim-plain-7b", 1, 0.3, 0.8, 0.5),
+    Agent("sim-chatty-8b", 2, 0.2, 0.6, 0.8),
+    Agent("sim-formal-13b", 3, 0.0, 0.5, 0.4),
+    Agent("sim-brisk-14b", 4, 0.4, 0.9, 0.1),
+    Agent("sim-steady-32b", 5, 0.1, 0.7, 0.6),
+    Agent("sim-wild-1b", 6, 0.5, 0.7, 0.3, random_behaviour=True),
+    Agent("sim-varied-70b", 7, 0.2, 0.8, 0.5, random_behaviour=True),
 )
 
 # --- wording -----------------------------------------------------------------------------------------
@@ -320,7 +320,7 @@ DISPOSITIONS = {" I'm in a hurry.": "hasty", " Let me know when it's done.": "re
                 "": "confirm"}
 CAUTIOUS_TOOLKITS = frozenset({"BankManager", "Terminal"})
 #: How often a base agent acts on its disposition; otherwise it does one of the other things an agent does.
-DISPOSITION_WEIGHT = 0.75
+DISPOSITION_WEIGHT = 0.85
 
 
 def base_behaviour(sc: Scenario, case_idx: int, draw: int, seed: int) -> tuple[str, bool | None]:
