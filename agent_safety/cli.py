@@ -12,9 +12,9 @@ import sys
 from collections.abc import Sequence
 
 #: Modules that register subcommands, in the order ``--help`` lists them.
-COMMAND_MODULES = ("agent_safety.data.cli", "agent_safety.aggregate.cli", "agent_safety.aggregate.judges_cli",
+COMMAND_MODULES = ("agent_safety.run.data_cli", "agent_safety.aggregate.cli", "agent_safety.aggregate.judges_cli",
                    "agent_safety.records.published",
-                   "agent_safety.evaluate.cli", "agent_safety.launch.retry", "agent_safety.records.migrate",
+                   "agent_safety.run.evaluate_cli", "agent_safety.launch.retry", "agent_safety.records.migrate",
                    "agent_safety.train.export")
 
 

@@ -293,7 +293,7 @@ def heatmap(c: Comparison, metric: str, out: Path) -> list[Path]:
 def write_report(out: Path, payload: Mapping[str, Any], comparisons: Sequence[Comparison],
                  figures: bool = True) -> list[Path]:
     """``judges.json`` (``payload`` plus every comparison), ``judges.md``, ``judges.csv`` and the heatmaps."""
-    from agent_safety.records.io import atomic_write
+    from agent_safety.store.io import atomic_write
 
     out.mkdir(parents=True, exist_ok=True)
     doc = {**payload, "comparisons": [c.to_dict() for c in comparisons]}

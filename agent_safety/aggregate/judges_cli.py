@@ -60,7 +60,7 @@ def other_judge(root: Path, judge: str) -> str:
 
 def side(overrides: Sequence[str]) -> tuple[Any, Any, Path]:
     """(config, benchmark, data root) of one judge's data."""
-    from agent_safety.data.cli import compose_config, load_configured
+    from agent_safety.run.data_cli import compose_config, load_configured
 
     cfg = compose_config(overrides)
     bench, root = load_configured(cfg)

@@ -194,8 +194,8 @@ def validate(cfg: DictConfig) -> None:
 
 def validate_eval(e: DictConfig) -> None:
     """The evaluation setting: its method and, for the generative one, each role's choices."""
+    from agent_safety.agent.parsing import AGENT_PARSERS
     from agent_safety.evaluate.base import METHODS
-    from agent_safety.evaluate.generative.parsing import AGENT_PARSERS
 
     if e.method not in METHODS:
         raise ConfigError(f"eval.method must be one of {sorted(METHODS)}, got {e.method!r}")

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from agent_safety.data.toolemu import Benchmark, load_benchmark
-from agent_safety.records.cache import build_once
+from agent_safety.store.cache import build_once
 
 #: Bump when the synthetic generator's output changes, so cached copies are regenerated.
 SYNTHETIC_VERSION = "2"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from agent_safety.train.context import RunContext
+    from agent_safety.run.context import RunContext
 
 #: ``eval.method`` -> module and class of its evaluator, imported only when chosen.
 METHODS: dict[str, tuple[str, str]] = {

@@ -20,7 +20,7 @@ from agent_safety.evaluate.estimate import (
 from agent_safety.pairs.rules import PairRule
 
 if TYPE_CHECKING:
-    from agent_safety.train.context import RunContext
+    from agent_safety.run.context import RunContext
 
 
 class OfflineEstimate:

@@ -21,7 +21,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from agent_safety.records.io import atomic_write
+from agent_safety.store.io import atomic_write
 
 
 def _data_key(cfg: DictConfig, root: Path) -> str:
@@ -150,7 +150,7 @@ def plan_line(cfg: DictConfig, estimates: Estimates | None = None) -> dict[str, 
     """Print and return this job's plan entry; nothing is trained or written to the run dir."""
     from agent_safety.config.validate import validate
     from agent_safety.records.identity import stage_key
-    from agent_safety.train.schedule import run_dir_for
+    from agent_safety.run.schedule import run_dir_for
 
     validate(cfg)
     rid, rd, config = run_dir_for(cfg)

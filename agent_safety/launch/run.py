@@ -52,7 +52,7 @@ def is_multirun() -> bool:
 def record_failure(cfg: DictConfig, error: Exception) -> None:
     """Mark a sweep's run failed when its config or data stopped it before it wrote ``status.json``: a run
     with no status reads as missing, and ``agent-safety retry`` could not tell it failed."""
-    from agent_safety.train.schedule import run_dir_for
+    from agent_safety.run.schedule import run_dir_for
 
     try:
         rid, rd, _ = run_dir_for(cfg)
@@ -73,7 +73,7 @@ def launch(cfg: DictConfig) -> dict:
     """
     from omegaconf import open_dict
 
-    from agent_safety.train.schedule import run_schedule
+    from agent_safety.run.schedule import run_schedule
 
     threads = thread_share(cfg)
     if threads:

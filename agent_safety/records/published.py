@@ -35,9 +35,9 @@ from typing import Any
 
 from agent_safety.data.split import split_cases
 from agent_safety.data.toolemu import HELP_SUFFIX, METRIC_FILES, SAFE_SUFFIX, median_score
-from agent_safety.records.io import atomic_write
 from agent_safety.records.rundir import RunDir
 from agent_safety.records.schema import IMPORT_SKIPPED_FILE, SCORE_RANGE, Skip, StageRecord, schedule_label
+from agent_safety.store.io import atomic_write
 
 #: Upstream result sets, by the short name used on the command line.
 RESULT_SETS: Mapping[str, str] = MappingProxyType({"match": "match_eval_results", "cross": "cross_eval_results"})

@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from agent_safety.records.io import atomic_write, read_json
+from agent_safety.store.io import atomic_write, read_json
 
 SECRET_ENV = ("WANDB_API_KEY", "OPENAI_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "ANTHROPIC_API_KEY")
 #: Config keys that hold secrets (``api_key``, ``hf_token``, ``client_secret``), not ones that merely end in

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from agent_safety.records.io import replace_dir
 from agent_safety.records.rundir import RunDir
+from agent_safety.store.io import replace_dir
 
 
 def base_of(stacked: Path) -> str:

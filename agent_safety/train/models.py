@@ -96,7 +96,7 @@ def dequantized_gguf(model_cfg: DictConfig, cache_dir: str | Path) -> Path:
     once per file content under the same lock as the tiny build, every stage, job and evaluation of a sweep
     then loads an ordinary local checkpoint (under a second) and takes the ordinary hub code path.
     """
-    from agent_safety.records.cache import build_once
+    from agent_safety.store.cache import build_once
 
     file = locate_gguf(model_cfg)
     target = Path(cache_dir) / "models" / f"gguf-{file.stem}-{gguf_key(file)}"

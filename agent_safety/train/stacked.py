@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from agent_safety.records.io import replace_dir
+from agent_safety.store.io import replace_dir
 
 CONFIG = "adapter_config.json"
 WEIGHTS = "adapter_model.safetensors"

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from agent_safety.config.schema import TinyConfig
-from agent_safety.records.cache import build_once
+from agent_safety.store.cache import build_once
 
 SPECIAL_TOKENS = ["<|pad|>", "<|bos|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
 CHAT_TEMPLATE = (
@@ -69,11 +69,11 @@ def agent_examples(cfg: TinyConfig) -> list[Example]:
     The prompt's settings are the schema's (``AgentConfig``): a run that changes ``eval.agent.user_name`` and
     the like shows the agent a setting it was not cloned on.
     """
+    from agent_safety.agent.episode import Episode, Step
+    from agent_safety.agent.prompts import Prompts
     from agent_safety.config.schema import AgentConfig
     from agent_safety.data.synthetic import generator as gen
     from agent_safety.data.synthetic.world import build_scenario, case_record, toolkit_specs
-    from agent_safety.evaluate.generative.episode import Episode, Step
-    from agent_safety.evaluate.generative.prompts import Prompts
 
     prompts, settings = Prompts.load(cfg.agent_template), AgentConfig()
     kits = {k["toolkit"]: k for k in toolkit_specs()}

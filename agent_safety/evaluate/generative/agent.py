@@ -41,7 +41,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from agent_safety.evaluate.generative.episode import Generation
+from agent_safety.agent.episode import Generation
 
 log = logging.getLogger(__name__)
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from agent_safety.agent.episode import Episode, Observation, ToolCall
 from agent_safety.data.synthetic.world import (
     GROUND_TRUTH_KEY,
     World,
@@ -20,11 +21,10 @@ from agent_safety.data.synthetic.world import (
     case_record,
     invalid_tool_observation,
 )
-from agent_safety.evaluate.generative.episode import Episode, Observation, ToolCall
 
 if TYPE_CHECKING:
+    from agent_safety.agent.prompts import Prompts
     from agent_safety.evaluate.generative.client import Endpoint
-    from agent_safety.evaluate.generative.prompts import Prompts
 
 class Emulator(Protocol):
     def observe(self, episodes: list[Episode], calls: list[ToolCall]) -> list[Observation]:
@@ -100,8 +100,8 @@ class LLMEmulator:
         self.toolkits = dict(toolkits)
 
     def observe(self, episodes: list[Episode], calls: list[ToolCall]) -> list[Observation]:
+        from agent_safety.agent.parsing import parse_emulator_reply
         from agent_safety.evaluate.generative.client import ChatRequest
-        from agent_safety.evaluate.generative.parsing import parse_emulator_reply
 
         _same_length(episodes, calls)
         results: list[Observation | None] = [None] * len(calls)
@@ -137,7 +137,7 @@ class LLMEmulator:
         return [r for r in results if r is not None]
 
     def _find(self, episode: Episode, tool: str) -> tuple[Mapping[str, Any], Mapping[str, Any]] | None:
-        from agent_safety.evaluate.generative.prompts import find_tool
+        from agent_safety.agent.prompts import find_tool
 
         return find_tool(case_toolkits(episode.case, self.toolkits), tool)
 

@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 from agent_safety.data.toolemu import HELP_KEY, HELP_SUFFIX, SAFE_KEY, SAFE_SUFFIX, DataError
 from agent_safety.evaluate.base import StageModel
-from agent_safety.records.io import atomic_write
+from agent_safety.store.io import atomic_write
 
 if TYPE_CHECKING:
-    from agent_safety.train.context import RunContext
+    from agent_safety.run.context import RunContext
 
 log = logging.getLogger(__name__)
 #: Our metric -> (eval file suffix, score key), in the order the files are written.
@@ -46,9 +46,9 @@ class GenerativeEvaluator:
     name = "generative"
 
     def __init__(self, ctx: RunContext, out_dir: Path | None = None):
+        from agent_safety.agent.prompts import Prompts
         from agent_safety.evaluate.generative.emulator import make_emulator
         from agent_safety.evaluate.generative.judge import make_judge
-        from agent_safety.evaluate.generative.prompts import Prompts
 
         self.ctx = ctx
         cfg = ctx.cfg.eval

@@ -12,12 +12,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from agent_safety.evaluate.generative.episode import Episode, Verdict
+from agent_safety.agent.episode import Episode, Verdict
 
 if TYPE_CHECKING:
+    from agent_safety.agent.parsing import JudgeReply
+    from agent_safety.agent.prompts import Prompts
     from agent_safety.evaluate.generative.client import Endpoint, Usage
-    from agent_safety.evaluate.generative.parsing import JudgeReply
-    from agent_safety.evaluate.generative.prompts import Prompts
 
 METRICS = ("safety", "helpfulness")
 
@@ -117,8 +117,8 @@ class LLMJudge:
 
     def _ask(self, messages: list[list[dict[str, str]]], metric: str) -> list[list[JudgeReply]]:
         """Each episode's replicates' final replies (parsed, or the last unparseable one)."""
+        from agent_safety.agent.parsing import parse_judge_reply
         from agent_safety.evaluate.generative.client import ChatRequest
-        from agent_safety.evaluate.generative.parsing import parse_judge_reply
 
         n_rep = int(self.cfg.replicates)
         replies: list[list[Any]] = [[None] * n_rep for _ in messages]

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent_safety.evaluate.generative.episode import Episode, Generation, Observation, ToolCall
+from agent_safety.agent.episode import Episode, Generation, Observation, ToolCall
 
 #: What the study recorded as the final answer of an episode that ran out of tokens or continuations.
 STUDY_STOPPED = "Agent stopped: token limit exceeded"
@@ -129,7 +129,7 @@ def recorded_outputs(log: str) -> list[str]:
     """The outputs to replay for one recorded log. The study kept a first output with one newline at its end
     (:func:`parsing.study_turn_text`) and appended continuations as generated: a log that does not end so
     held a continuation, and is replayed as an empty output continued by the whole log, which reads the same."""
-    from agent_safety.evaluate.generative.parsing import study_turn_text
+    from agent_safety.agent.parsing import study_turn_text
 
     return [log] if study_turn_text(log) == log else ["", log]
 

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from agent_safety.agent.episode import Episode, Verdict
     from agent_safety.aggregate.agreement import Comparison
     from agent_safety.data.toolemu import Benchmark, Trajectory
-    from agent_safety.evaluate.generative.episode import Episode, Verdict
 
 DEFAULTS = (("data", "data=toolemu_gpt5m"), ("eval", "eval=generative"))
 SPLITS = ("test", "train", "all")
@@ -29,7 +29,7 @@ FINAL_MARKER = "Final Answer:"
 
 def episode_of(t: Trajectory, case: dict[str, Any]) -> Episode:
     """A loaded trajectory as the episode the judges read: its steps, final log and final answer."""
-    from agent_safety.evaluate.generative.episode import FINAL_ANSWER, TOKEN_LIMIT, Episode, Step
+    from agent_safety.agent.episode import FINAL_ANSWER, TOKEN_LIMIT, Episode, Step
 
     steps = [Step(log=s.thought, tool=s.tool, tool_input=s.tool_input, observation=s.observation) for s in t.steps]
     head, marker, answer = t.final.rpartition(FINAL_MARKER)
@@ -78,10 +78,10 @@ def judge_only(overrides: Sequence[str], split: str = "test", max_trajectories: 
                out: Path | None = None, figures: bool = True) -> tuple[dict[str, Any], list[Comparison]]:
     """Score the selected trajectories with the configured judge and compare it with each reference judge:
     (report header, one comparison per reference judge that labelled these trajectories)."""
+    from agent_safety.agent.prompts import Prompts
     from agent_safety.aggregate.agreement import METRICS, compare, labels_of, trajectory_key, write_report
-    from agent_safety.data.cli import compose_config, load_configured
     from agent_safety.evaluate.generative.judge import make_judge
-    from agent_safety.evaluate.generative.prompts import Prompts
+    from agent_safety.run.data_cli import compose_config, load_configured
 
     cfg = compose_config(with_defaults(overrides))
     bench, root = load_configured(cfg)
@@ -129,7 +129,7 @@ def _judge_info(cfg: Any, judge: Any, name: str, verdicts: dict[str, list[Verdic
 
 def _write_labels(path: Path, chosen: Sequence[Trajectory], verdicts: dict[str, list[Verdict]]) -> None:
     """The new judge's verdict on each scored trajectory, beside where the trajectory came from."""
-    from agent_safety.records.io import atomic_write
+    from agent_safety.store.io import atomic_write
 
     lines = []
     for i, t in enumerate(chosen):

@@ -8,7 +8,7 @@ hub id, base models too): it is scored as stage 0 of a pseudo-run under ``--out`
 
 With ``--judge-only`` there is no TARGET: the configured judge (``eval/judge=llm eval.judge.endpoint...``)
 scores the published trajectories of ``data`` (default ``data=toolemu_gpt5m``), no agent and no emulator, and
-its agreement with each judge that labelled them is reported (``evaluate.calibrate``); ``--out`` then takes
+its agreement with each judge that labelled them is reported (``run.calibrate``); ``--out`` then takes
 the report.
 """
 
@@ -85,7 +85,7 @@ def _schema() -> Any:
 
 def evaluate_run(run_dir: Path, overrides: list[str]) -> list[dict[str, Any]]:
     from agent_safety.records.rundir import RecordError, RunDir
-    from agent_safety.train.schedule import run_dir_for, run_schedule
+    from agent_safety.run.schedule import run_dir_for, run_schedule
 
     rd = RunDir(run_dir)
     problem = rd.status_problem()
@@ -129,8 +129,8 @@ def evaluate_model(target: str, overrides: list[str], out: Path | None) -> dict[
     from agent_safety.records.identity import eval_id, short_hash
     from agent_safety.records.rundir import RunDir
     from agent_safety.records.tracking import Tracker
-    from agent_safety.train.context import prepare
-    from agent_safety.train.schedule import emit, eval_setting
+    from agent_safety.run.context import prepare
+    from agent_safety.run.schedule import emit, eval_setting
 
     check_model_target(target)
     cfg = compose([*with_default(overrides, "model", CHECKPOINT_MODEL), "model.source=hub", f"model.path={target}",
@@ -156,7 +156,7 @@ def evaluate_model(target: str, overrides: list[str], out: Path | None) -> dict[
 
 def run_judge_only(args: argparse.Namespace) -> int:
     """``--judge-only``: a TARGET that looks like an override (``data=...``) is one; anything else is a mistake."""
-    from agent_safety.evaluate.calibrate import format_report, judge_only
+    from agent_safety.run.calibrate import format_report, judge_only
 
     overrides = list(args.overrides)
     if args.target is not None:

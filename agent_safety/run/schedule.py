@@ -1,7 +1,7 @@
 """A run: evaluate the base model (stage 0), then train and evaluate each stage of the schedule in order.
 
 Each stage starts from the previous stage's merged model. The steps are short and named: prepare the run's
-context (``train.context``), train or adopt a stage, evaluate it with the run's evaluator
+context (``run.context``), train or adopt a stage, evaluate it with the run's evaluator
 (``evaluate.base``), emit its record. A relaunched run resumes after its last trained stage and evaluates
 what its evaluation setting has not scored yet, so a completed run launched with another ``eval`` setting
 trains nothing. A completed run is reported and left alone unless ``force=true``.
@@ -24,7 +24,7 @@ from agent_safety.records.schema import StageRecord
 
 if TYPE_CHECKING:
     from agent_safety.evaluate.base import Evaluator
-    from agent_safety.train.context import RunContext
+    from agent_safety.run.context import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def _already(rid: str, rd: RunDir, eid: str) -> RunResult:
 def check_writable(cfg: DictConfig) -> None:
     """The runs and cache folders can be written, or one line naming the folder and key, before any work."""
     from agent_safety.config.validate import ConfigError
-    from agent_safety.records.io import probe_writable
+    from agent_safety.store.io import probe_writable
 
     for key, path in (("paths.runs_dir", Path(cfg.paths.runs_dir) / cfg.group), ("paths.cache_dir",
                                                                                   Path(cfg.paths.cache_dir))):
@@ -108,7 +108,7 @@ def _run_locked(cfg: DictConfig, rid: str, rd: RunDir, config: dict[str, Any], e
     """The run, under its lock: migrate, snapshot, train and score what is missing, mark it completed."""
     from agent_safety.launch.cluster import job_info
     from agent_safety.records.tracking import start as start_tracking
-    from agent_safety.train.context import configure_threads
+    from agent_safety.run.context import configure_threads
 
     if rd.is_legacy():
         log.warning("run %s: moving metrics.jsonl into eval/%s/ (the layout before evaluation settings)", rid, eid)
@@ -157,7 +157,7 @@ def run_stages(cfg: DictConfig, config: dict[str, Any], rid: str, eid: str, rd: 
                tracker: Any) -> list[dict[str, Any]]:
     """Stage 0, then each stage in order: train it (or adopt it, or find it trained), then evaluate it."""
     from agent_safety.evaluate.base import make_evaluator
-    from agent_safety.train.context import prepare
+    from agent_safety.run.context import prepare
     from agent_safety.train.reuse import shared_stage
 
     ctx = prepare(cfg, config, rid, eid, rd, tracker)

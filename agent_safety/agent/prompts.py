@@ -30,8 +30,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from agent_safety.evaluate.generative.episode import TOKEN_LIMIT_ANSWER, Episode, Step, ToolCall
-from agent_safety.evaluate.generative.parsing import LABELS
+from agent_safety.agent.episode import TOKEN_LIMIT_ANSWER, Episode, Step, ToolCall
+from agent_safety.agent.parsing import LABELS
 
 Message = dict[str, str]
 #: Case keys no prompt may show: the synthetic benchmark's hidden state decides its rule judges' scores.
@@ -112,7 +112,7 @@ def case_context(case: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _packaged(filename: str) -> Any:
-    return importlib.resources.files("agent_safety.evaluate.generative").joinpath("prompts", filename)
+    return importlib.resources.files("agent_safety.agent").joinpath("prompts", filename)
 
 
 def _read(role: str, path: str | Path | None) -> tuple[str, str]:
@@ -121,7 +121,7 @@ def _read(role: str, path: str | Path | None) -> tuple[str, str]:
     filename, key = TEMPLATES[role]
     if path is None or ("/" not in str(path) and _packaged(str(path)).is_file()):
         name = filename if path is None else str(path)
-        return _packaged(name).read_text(encoding="utf-8"), f"agent_safety/evaluate/generative/prompts/{name}"
+        return _packaged(name).read_text(encoding="utf-8"), f"agent_safety/agent/prompts/{name}"
     file = Path(str(path)).expanduser()
     if not file.is_file():
         raise PromptError(f"{key}: no template file at {file}")
