@@ -12,7 +12,6 @@ not fetched yet is reported once, not once per job.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from agent_safety.store.hashing import content_hash
 from agent_safety.store.io import atomic_write
 
 
@@ -29,8 +29,7 @@ def _data_key(cfg: DictConfig, root: Path) -> str:
     base = root / "data" / "raw_data_by_eval" / cfg.data.judge
     stats = sorted((str(p.relative_to(base)), p.stat().st_size, p.stat().st_mtime_ns) for p in base.rglob("*.jsonl"))
     rules = {k: dict(v) for k, v in cfg.objectives.items()}
-    blob = json.dumps({"stats": stats, "rules": rules, "seed": cfg.seed}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+    return content_hash({"stats": stats, "rules": rules, "seed": cfg.seed}, 20)
 
 
 def pair_counts(cfg: DictConfig, root: Path | None = None) -> dict[str, int]:

@@ -30,6 +30,7 @@ from typing import Any
 
 from agent_safety.config.schema import TinyConfig
 from agent_safety.store.cache import build_once
+from agent_safety.store.hashing import content_hash
 
 SPECIAL_TOKENS = ["<|pad|>", "<|bos|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
 CHAT_TEMPLATE = (
@@ -54,7 +55,7 @@ def tiny_key(cfg: TinyConfig, corpus_digest: str, examples_digest: str = "") -> 
         from agent_safety.train.induction import CONSTANTS
 
         payload["induction"] = CONSTANTS
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    return content_hash(payload, 16)
 
 
 def clones(cfg: TinyConfig) -> bool:

@@ -28,7 +28,6 @@ Why each piece is there:
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import os
@@ -39,6 +38,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from agent_safety.store.hashing import content_hash
 from agent_safety.store.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -214,8 +214,7 @@ class Endpoint:
             "seed": self._seed(request),
             "replicate": int(request.replicate),
         }
-        text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+        return content_hash(payload, compact=True)
 
     def cache_path(self, key: str) -> Path:
         return self.cache_dir / "responses" / key[:2] / f"{key}.json"
