@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from agent_safety.config.compose import on_top, with_default
+from agent_safety.config.compose import compose_config, on_top, with_default
 
 DEFAULT_DATA = "data=toolemu_gpt5m"
 
@@ -60,7 +60,7 @@ def other_judge(root: Path, judge: str) -> str:
 
 def side(overrides: Sequence[str]) -> tuple[Any, Any, Path]:
     """(config, benchmark, data root) of one judge's data."""
-    from agent_safety.run.data_cli import compose_config, load_configured
+    from agent_safety.data.benchmark import load_configured
 
     cfg = compose_config(overrides)
     bench, root = load_configured(cfg)
