@@ -39,3 +39,9 @@ def data_root(data_cfg: Any, cache_dir: str | Path) -> Path:
 
 def load_data(data_cfg: Any, cache_dir: str | Path) -> Benchmark:
     return load_benchmark(data_root(data_cfg, cache_dir), data_cfg.judge, on_error=data_cfg.on_error)
+
+
+def load_configured(cfg: Any) -> tuple[Benchmark, Path]:
+    """(benchmark, data root) of a composed config, exactly as a run loads them."""
+    root = data_root(cfg.data, cfg.paths.cache_dir)  # fetches the study's data on first use
+    return load_data(cfg.data, cfg.paths.cache_dir), root

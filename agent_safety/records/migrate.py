@@ -29,8 +29,7 @@ class Migration:
 
 def migrate_run_dir(rd: RunDir, dry_run: bool = False) -> tuple[RunDir, str | None]:
     """Migrate one version-1 run dir; returns its run dir now and why it was left alone, if it was."""
-    from agent_safety.records.identity import eval_id, run_id
-    from agent_safety.run.schedule import eval_setting
+    from agent_safety.records.identity import eval_id, eval_setting, run_id
 
     config = rd.config()
     if not config.get("eval") or not config.get("schedule"):

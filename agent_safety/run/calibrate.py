@@ -80,8 +80,9 @@ def judge_only(overrides: Sequence[str], split: str = "test", max_trajectories: 
     (report header, one comparison per reference judge that labelled these trajectories)."""
     from agent_safety.agent.prompts import Prompts
     from agent_safety.aggregate.agreement import METRICS, compare, labels_of, trajectory_key, write_report
+    from agent_safety.config.compose import compose_config
+    from agent_safety.data.benchmark import load_configured
     from agent_safety.evaluate.generative.judge import make_judge
-    from agent_safety.run.data_cli import compose_config, load_configured
 
     cfg = compose_config(with_defaults(overrides))
     bench, root = load_configured(cfg)

@@ -126,11 +126,12 @@ def evaluate_model(target: str, overrides: list[str], out: Path | None) -> dict[
     from agent_safety.config.schema import to_container
     from agent_safety.config.validate import validate
     from agent_safety.evaluate.base import StageModel, make_evaluator
-    from agent_safety.records.identity import eval_id, short_hash
+    from agent_safety.records.identity import eval_id, eval_setting
     from agent_safety.records.rundir import RunDir
     from agent_safety.records.tracking import Tracker
     from agent_safety.run.context import prepare
-    from agent_safety.run.schedule import emit, eval_setting
+    from agent_safety.run.schedule import emit
+    from agent_safety.store.hashing import content_hash
 
     check_model_target(target)
     cfg = compose([*with_default(overrides, "model", CHECKPOINT_MODEL), "model.source=hub", f"model.path={target}",
@@ -139,7 +140,7 @@ def evaluate_model(target: str, overrides: list[str], out: Path | None) -> dict[
         cfg.model.name = Path(target).name or target
     validate(cfg)
     config = to_container(cfg)
-    rid = f"model-{short_hash({'model': target, 'data': config['data'], 'seed': config['seed']}, 8)}"
+    rid = f"model-{content_hash({'model': target, 'data': config['data'], 'seed': config['seed']}, 8)}"
     rd = RunDir(out or Path(cfg.paths.runs_dir) / "evaluate" / rid)
     eid = eval_id(config)
     ctx = prepare(cfg, config, rid, eid, rd, Tracker(None))  # the model loads before anything is written

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import logging
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
-from agent_safety.records.identity import eval_id, run_id, stage_key
-from agent_safety.records.rundir import TRAINING_FIELDS, EvalDir, RecordError, RunDir
+from agent_safety.records.identity import eval_id, eval_setting, run_id, stage_key
+from agent_safety.records.rundir import TRAINING_FIELDS, EvalDir, RecordError, RunDir, timestamp
 from agent_safety.records.schema import StageRecord
 
 if TYPE_CHECKING:
@@ -44,11 +43,6 @@ def run_dir_for(cfg: DictConfig) -> tuple[str, RunDir, dict[str, Any]]:
     config = to_container(cfg)
     rid = run_id(config)
     return rid, RunDir(Path(cfg.paths.runs_dir) / cfg.group / rid), config
-
-
-def eval_setting(config: dict[str, Any]) -> dict[str, Any]:
-    """What ``eval/<eval_id>/eval.yaml`` records: the evaluation settings and the judge of the scores."""
-    return {**config["eval"], "judge": config["data"]["judge"]}
 
 
 def run_schedule(cfg: DictConfig) -> RunResult:
@@ -106,7 +100,7 @@ def check_trained(rd: RunDir, n_stages: int, eid: str) -> None:
 
 def _run_locked(cfg: DictConfig, rid: str, rd: RunDir, config: dict[str, Any], eid: str) -> RunResult:
     """The run, under its lock: migrate, snapshot, train and score what is missing, mark it completed."""
-    from agent_safety.launch.cluster import job_info
+    from agent_safety.records.job import job_info
     from agent_safety.records.tracking import start as start_tracking
     from agent_safety.run.context import configure_threads
 
@@ -124,14 +118,14 @@ def _run_locked(cfg: DictConfig, rid: str, rd: RunDir, config: dict[str, Any], e
     if not trained_before:  # the snapshot is what trained the run; each evaluation keeps its own eval.yaml
         rd.write_config(config)
     configure_threads(cfg.threads)  # before job_info() records the threads this job got
-    rd.set_status("running", run_id=rid, group=cfg.group, started=_now(),
+    rd.set_status("running", run_id=rid, group=cfg.group, started=timestamp(),
                   attempt=int(rd.status().get("attempt") or 0) + 1, job=job_info(), note=None)
     stages = list(cfg.schedule.stages)
     tags = [cfg.model.name, *dict.fromkeys(stages), f"beta={cfg.trainer.beta}", f"seed={cfg.seed}"]
     tracker = start_tracking(cfg.logger, rd.root, rid, cfg.group, cfg.schedule.name, tags, config)
     try:
         records = run_stages(cfg, config, rid, eid, rd, tracker)
-        rd.set_status("completed", run_id=rid, finished=_now())
+        rd.set_status("completed", run_id=rid, finished=timestamp())
         tracker.finish(0)
         return RunResult(rid, rd.root, "completed", records)
     except (SystemExit, KeyboardInterrupt) as e:  # preempted or timed out: a requeued job resumes it
@@ -147,10 +141,6 @@ def _run_locked(cfg: DictConfig, rid: str, rd: RunDir, config: dict[str, Any], e
             rd.set_status("failed", run_id=rid, error=error)
         tracker.finish(1)
         raise
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def run_stages(cfg: DictConfig, config: dict[str, Any], rid: str, eid: str, rd: RunDir,

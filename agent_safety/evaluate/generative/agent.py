@@ -42,10 +42,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from agent_safety.agent.episode import Generation
+from agent_safety.config.validate import AGENT_BACKENDS
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("transformers", "vllm", "openai")
 VLLM_MISSING = "eval.agent.backend=vllm needs the vllm extra: pip install 'agent-safety[vllm]' (GPU)"
 Messages = list[dict[str, str]]
 
@@ -88,7 +88,7 @@ def make_agent(cfg: Any, model_path: str, load_model: Callable[[], Any], tokeniz
             model = serve_adapter(cfg.endpoint, lora, stage)
         endpoint = Endpoint(cfg.endpoint, Path(cache_dir), role="agent", model=model)
         return OpenAIAgent(endpoint, temperature=float(cfg.temperature))
-    raise ValueError(f"eval.agent.backend={backend!r} is not a backend; choose one of: {', '.join(BACKENDS)}")
+    raise ValueError(f"eval.agent.backend={backend!r} is not a backend; choose one of: {', '.join(AGENT_BACKENDS)}")
 
 
 def plain(value: Any) -> dict[str, Any]:

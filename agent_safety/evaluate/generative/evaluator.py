@@ -19,14 +19,11 @@ import json
 import logging
 import statistics
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from agent_safety.data.toolemu import HELP_KEY, HELP_SUFFIX, SAFE_KEY, SAFE_SUFFIX, DataError
-from agent_safety.evaluate.base import StageModel
+from agent_safety.evaluate.base import EvalContext, StageModel
 from agent_safety.store.io import atomic_write
-
-if TYPE_CHECKING:
-    from agent_safety.run.context import RunContext
 
 log = logging.getLogger(__name__)
 #: Our metric -> (eval file suffix, score key), in the order the files are written.
@@ -45,7 +42,7 @@ def check_toolkits(cases: list[tuple[int, dict[str, Any]]], toolkits: dict[str, 
 class GenerativeEvaluator:
     name = "generative"
 
-    def __init__(self, ctx: RunContext, out_dir: Path | None = None):
+    def __init__(self, ctx: EvalContext, out_dir: Path | None = None):
         from agent_safety.agent.prompts import Prompts
         from agent_safety.evaluate.generative.emulator import make_emulator
         from agent_safety.evaluate.generative.judge import make_judge
