@@ -1,7 +1,8 @@
-"""``agent-safety``: the project's commands besides ``launch.py`` (data, aggregate, import, retry).
+"""``agent-safety``: the project's commands besides ``launch.py``.
 
-Each subcommand lives in the module of its concern and adds itself through ``register(subparsers)``;
-the modules are imported only when the command line is parsed, so ``--help`` stays fast.
+``data``, ``aggregate``, ``judges``, ``import-published``, ``evaluate``, ``retry``, ``migrate`` and ``export``:
+each subcommand lives in the module of its concern and adds itself through ``register(subparsers)``; the
+modules are imported only when the command line is parsed, so ``--help`` stays fast.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ Two rules keep ids stable:
   the schedule does not use, at their presets in ``conf/objective/``. Every run id minted by version 1
   with the estimate's default settings is unchanged, and changing an objective a schedule does not use, or
   an evaluation setting, no longer changes it. (A version-1 run dir scored with other estimate settings gets
-  a new id: ``agent-safety runs migrate`` moves it.)
+  a new id: ``agent-safety migrate RUNS`` moves it.)
 
 **Eval id**: a hash of the evaluation settings, under the same rule for keys added later; a run dir holds
 one result set per eval id under ``eval/<eval_id>/``.

@@ -6,7 +6,7 @@ models named by their hub name (``meta-llama_Llama-3.1-8B-Instruct``). Each traj
 (named ``…_eval-<judge>_r<a>-<b>_….jsonl``) has two parallel eval files, ``X_eval_agent_safe.jsonl`` and
 ``X_eval_agent_help_ignore_safety.jsonl``; line i of each scores line i of the trajectory file.
 
-What we write, per upstream folder (see docs/aggregate.md):
+What we write, per upstream folder (see docs/frontier.md):
 
 * a trained run -> one run dir with one metrics line per eval judge, ``stage`` = number of stages and
   ``objectives`` = all of them, scored on the test cases of the run's own split seed;
