@@ -21,6 +21,7 @@ import pandas as pd
 
 from agent_safety.aggregate import DEFAULT_BOOTSTRAP, persistence
 from agent_safety.aggregate.report import Result, run_aggregate
+from agent_safety.aggregate.residuals import ordered_configs
 from agent_safety.aggregate.tables import ci_text, clean, fmt, md_table
 
 #: Keys of each set's ``frontier.json`` that ``compare.json`` repeats.
@@ -119,8 +120,6 @@ def persistence_rows(results: Mapping[str, Result]) -> pd.DataFrame:
 
 def residual_rows(results: Mapping[str, Result]) -> pd.DataFrame:
     """Distance from the frontier per configuration, one column per set: "+0.115 [+0.048, +0.194] *"."""
-    from agent_safety.aggregate.residuals import ordered_configs
-
     tables = {n: r.residuals.set_index("config") for n, r in results.items()}
     configs = ordered_configs(pd.concat([pd.Series(t.index, dtype=object) for t in tables.values()]))
     rows = []

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from agent_safety.data.fetch import fetch
+from agent_safety.data.synthetic.generator import generate
 from agent_safety.data.toolemu import Benchmark, load_benchmark
 from agent_safety.store.cache import build_once
 
@@ -14,8 +16,6 @@ SYNTHETIC_VERSION = "2"
 
 def synthetic_root(data_cfg: Any, cache_dir: str | Path) -> Path:
     """Generate the synthetic benchmark once per (size, seed, generator version) and reuse it."""
-    from agent_safety.data.synthetic.generator import generate
-
     if data_cfg.root:
         root = Path(data_cfg.root)
         if not (root / "assets" / "all_toolkits.json").exists():
@@ -31,8 +31,6 @@ def data_root(data_cfg: Any, cache_dir: str | Path) -> Path:
     if data_cfg.source == "synthetic":
         return synthetic_root(data_cfg, cache_dir)
     if not data_cfg.root:  # first use: fetch (or find in the cache) the study's data at the pinned commit
-        from agent_safety.data.fetch import fetch
-
         return fetch()
     return Path(data_cfg.root)
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from agent_safety.config.compose import PROJECT_ROOT
 from agent_safety.store.hashing import content_hash
 
 #: Top-level keys that decide the trained models.
@@ -148,8 +149,6 @@ def objective_preset(name: str, conf_dir: str) -> dict[str, Any] | None:
 
 
 def _v1_blob(config: Mapping[str, Any], schema: type | None) -> dict[str, Any]:
-    from agent_safety.config.compose import PROJECT_ROOT
-
     blob = training_config(config, schema)
     used = set(blob.get("schedule", {}).get("stages", []))
     objectives = {}

@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent_safety.records.identity import eval_id, eval_setting, run_id
 from agent_safety.records.rundir import RunDir
 from agent_safety.store.io import atomic_write
 
@@ -29,8 +30,6 @@ class Migration:
 
 def migrate_run_dir(rd: RunDir, dry_run: bool = False) -> tuple[RunDir, str | None]:
     """Migrate one version-1 run dir; returns its run dir now and why it was left alone, if it was."""
-    from agent_safety.records.identity import eval_id, eval_setting, run_id
-
     config = rd.config()
     if not config.get("eval") or not config.get("schedule"):
         return rd, "no config.yaml to derive its ids from"

@@ -15,7 +15,9 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from agent_safety.data.split import split_cases
 from agent_safety.records.rundir import RunDir
+from agent_safety.train.stacked import merged_from_stacked
 
 
 @dataclass
@@ -43,8 +45,6 @@ class StageModels:
     def load(self, stage: int) -> Any:
         if stage == 0 or self.rd.has_merged(stage) or not self.rd.has_stacked(stage):
             return self.load_path(self.path(stage))
-        from agent_safety.train.stacked import merged_from_stacked
-
         return merged_from_stacked(self.load_path(self.base_path), self.rd.stacked_dir(stage))
 
     def put(self, stage: int, model: Any) -> None:
@@ -88,7 +88,6 @@ def prepare(cfg: DictConfig, config: dict[str, Any], run_id: str, eval_id: str, 
     from transformers import set_seed
 
     from agent_safety.data.benchmark import load_data
-    from agent_safety.data.split import split_cases
     from agent_safety.pairs.formatting import cached_tokenize
     from agent_safety.store.cache import tokenizer_key
     from agent_safety.train.models import keep_freed_memory, load_model, load_tokenizer, pick_device, resolve_base

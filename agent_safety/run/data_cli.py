@@ -16,8 +16,10 @@ from typing import Any
 from agent_safety.config.compose import compose_config
 from agent_safety.config.validate import ConfigError, validate_objective, validate_on_error
 from agent_safety.data.benchmark import load_configured
+from agent_safety.data.fetch import fetch
 from agent_safety.data.split import split_cases
 from agent_safety.data.toolemu import Benchmark
+from agent_safety.pairs.formatting import decode_example, tokenize_benchmark
 from agent_safety.pairs.rules import PairRule, build_pairs
 
 SPLITS = ("all", "train", "test")
@@ -111,8 +113,6 @@ def format_stats(stats: Mapping[str, Any], max_skipped: int = 10) -> str:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    from agent_safety.data.fetch import fetch
-
     root = fetch(cache_dir=args.cache_dir, archive=args.archive, url=args.url, progress=not args.quiet)
     print(root)
     return 0
@@ -131,7 +131,6 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def cmd_example(args: argparse.Namespace) -> int:
     """Dry run: one pair of the seed's training split, decoded from exactly the tokens the trainer sees."""
-    from agent_safety.pairs.formatting import decode_example, tokenize_benchmark
     from agent_safety.train.models import load_tokenizer, resolve_base
 
     rest, only = split_objective(args.overrides)

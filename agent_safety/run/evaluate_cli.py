@@ -19,6 +19,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+from agent_safety.config.compose import compose, conf_dir, with_default
+from agent_safety.records.identity import eval_id, eval_setting
+from agent_safety.run.calibrate import format_report, judge_only
+from agent_safety.store.hashing import content_hash
+
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser("evaluate", help="score a completed run's stages, or a checkpoint, without training",
@@ -47,8 +52,6 @@ def with_presets(overrides: list[str], saved: Any) -> list[str]:
     """The presets of the run's model and data (``model=NAME`` where ``conf/model/NAME.yaml`` is the one it was
     trained with), unless the overrides choose others: what they put into the evaluation setting (the tiny agent's
     prompt, the study data's offline estimate) is what relaunching the run would compose."""
-    from agent_safety.config.compose import conf_dir, with_default
-
     out = list(overrides)
     for group in ("data", "model"):
         name = str((saved.get(group) or {}).get("name") or "")
@@ -61,7 +64,6 @@ def run_config(run_dir: Path, overrides: list[str]) -> Any:
     """The run's own config with the evaluation setting (and paths, threads, logger) the overrides compose."""
     from omegaconf import OmegaConf
 
-    from agent_safety.config.compose import compose
     from agent_safety.records.rundir import RunDir
 
     saved = RunDir(run_dir).config()
@@ -122,16 +124,13 @@ def evaluate_model(target: str, overrides: list[str], out: Path | None) -> dict[
     """Score one model as stage 0 of a pseudo-run: no training, the same evaluators and record."""
     from omegaconf import open_dict
 
-    from agent_safety.config.compose import compose, with_default
     from agent_safety.config.schema import to_container
     from agent_safety.config.validate import validate
     from agent_safety.evaluate.base import StageModel, make_evaluator
-    from agent_safety.records.identity import eval_id, eval_setting
     from agent_safety.records.rundir import RunDir
     from agent_safety.records.tracking import Tracker
     from agent_safety.run.context import prepare
     from agent_safety.run.schedule import emit
-    from agent_safety.store.hashing import content_hash
 
     check_model_target(target)
     cfg = compose([*with_default(overrides, "model", CHECKPOINT_MODEL), "model.source=hub", f"model.path={target}",
@@ -157,8 +156,6 @@ def evaluate_model(target: str, overrides: list[str], out: Path | None) -> dict[
 
 def run_judge_only(args: argparse.Namespace) -> int:
     """``--judge-only``: a TARGET that looks like an override (``data=...``) is one; anything else is a mistake."""
-    from agent_safety.run.calibrate import format_report, judge_only
-
     overrides = list(args.overrides)
     if args.target is not None:
         if "=" not in args.target:

@@ -17,9 +17,16 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
+from agent_safety.config.validate import ConfigError, validate
+from agent_safety.evaluate.base import StageModel, make_evaluator
+from agent_safety.pairs.rules import PairRule
 from agent_safety.records.identity import eval_id, eval_setting, run_id, stage_key
+from agent_safety.records.job import job_info
 from agent_safety.records.rundir import TRAINING_FIELDS, EvalDir, RecordError, RunDir, timestamp
 from agent_safety.records.schema import StageRecord
+from agent_safety.records.tracking import start as start_tracking
+from agent_safety.run.context import configure_threads, prepare
+from agent_safety.store.io import probe_writable
 
 if TYPE_CHECKING:
     from agent_safety.evaluate.base import Evaluator
@@ -48,8 +55,6 @@ def run_dir_for(cfg: DictConfig) -> tuple[str, RunDir, dict[str, Any]]:
 def run_schedule(cfg: DictConfig) -> RunResult:
     """Run (or resume) the schedule described by ``cfg``; see the module docstring. One job at a time runs a
     given run dir: a second launch of the same config waits for the first, then finds it completed."""
-    from agent_safety.config.validate import validate
-
     validate(cfg)
     rid, rd, config = run_dir_for(cfg)
     eid = eval_id(config)
@@ -75,9 +80,6 @@ def _already(rid: str, rd: RunDir, eid: str) -> RunResult:
 
 def check_writable(cfg: DictConfig) -> None:
     """The runs and cache folders can be written, or one line naming the folder and key, before any work."""
-    from agent_safety.config.validate import ConfigError
-    from agent_safety.store.io import probe_writable
-
     for key, path in (("paths.runs_dir", Path(cfg.paths.runs_dir) / cfg.group), ("paths.cache_dir",
                                                                                   Path(cfg.paths.cache_dir))):
         problem = probe_writable(path)
@@ -100,10 +102,6 @@ def check_trained(rd: RunDir, n_stages: int, eid: str) -> None:
 
 def _run_locked(cfg: DictConfig, rid: str, rd: RunDir, config: dict[str, Any], eid: str) -> RunResult:
     """The run, under its lock: migrate, snapshot, train and score what is missing, mark it completed."""
-    from agent_safety.records.job import job_info
-    from agent_safety.records.tracking import start as start_tracking
-    from agent_safety.run.context import configure_threads
-
     if rd.is_legacy():
         log.warning("run %s: moving metrics.jsonl into eval/%s/ (the layout before evaluation settings)", rid, eid)
         rd.migrate_legacy(eid, eval_setting(config))
@@ -146,8 +144,6 @@ def _run_locked(cfg: DictConfig, rid: str, rd: RunDir, config: dict[str, Any], e
 def run_stages(cfg: DictConfig, config: dict[str, Any], rid: str, eid: str, rd: RunDir,
                tracker: Any) -> list[dict[str, Any]]:
     """Stage 0, then each stage in order: train it (or adopt it, or find it trained), then evaluate it."""
-    from agent_safety.evaluate.base import make_evaluator
-    from agent_safety.run.context import prepare
     from agent_safety.train.reuse import shared_stage
 
     ctx = prepare(cfg, config, rid, eid, rd, tracker)
@@ -187,7 +183,6 @@ def train(ctx: RunContext, stage: int) -> None:
     """One DPO stage on the previous stage's merged model; its model and training line land in the run dir."""
     from transformers import set_seed
 
-    from agent_safety.pairs.rules import PairRule
     from agent_safety.pairs.sets import pair_set
     from agent_safety.train.stage import train_stage
 
@@ -240,8 +235,6 @@ def stack_below(rd: RunDir, stage: int) -> list[Path] | None:
 def evaluate_stage(ctx: RunContext, evaluator: Evaluator, ev: EvalDir, stage: int, source: RunDir | None) -> None:
     """Score the stage unless this setting already has; an adopted stage takes its source's scores when the
     source was evaluated the same way (same model, same setting: same numbers)."""
-    from agent_safety.evaluate.base import StageModel
-
     if stage in ev.evaluated_stages():
         return
     copied = source.eval(ev.eval_id).records() if source is not None else []

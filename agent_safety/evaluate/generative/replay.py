@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from agent_safety.agent.episode import Episode, Generation, Observation, ToolCall
+from agent_safety.agent.parsing import study_turn_text
+from agent_safety.evaluate.generative.rollout import run_episodes
 
 #: What the study recorded as the final answer of an episode that ran out of tokens or continuations.
 STUDY_STOPPED = "Agent stopped: token limit exceeded"
@@ -129,8 +131,6 @@ def recorded_outputs(log: str) -> list[str]:
     """The outputs to replay for one recorded log. The study kept a first output with one newline at its end
     (:func:`parsing.study_turn_text`) and appended continuations as generated: a log that does not end so
     held a continuation, and is replayed as an empty output continued by the whole log, which reads the same."""
-    from agent_safety.agent.parsing import study_turn_text
-
     return [log] if study_turn_text(log) == log else ["", log]
 
 
@@ -175,8 +175,6 @@ class ReplayEmulator:
 def replay(published: Sequence[PublishedEpisode], toolkits: Mapping[str, Mapping[str, Any]], settings: Any,
            count: Callable[[str], int]) -> list[Episode]:
     """Our loop's episodes for the published ones, under ``settings`` (an ``eval.agent`` config)."""
-    from agent_safety.evaluate.generative.rollout import run_episodes
-
     cases = [(i, {**p.case, _KEY: i}) for i, p in enumerate(published)]
     return run_episodes(cases, toolkits, ReplayAgent(published, count), ReplayEmulator(published), ReplayPrompts(),
                         settings, desc="replay")
