@@ -51,6 +51,7 @@ bench: install
 
 lint: install
 	$(VENV)/bin/ruff check agent_safety tests bench launch.py
+	$(VENV)/bin/lint-imports
 
 aggregate: install
 	$(VENV)/bin/agent-safety aggregate runs --out runs/aggregate

@@ -1,7 +1,8 @@
-"""``agent-safety``: the project's commands besides ``launch.py`` (data, aggregate, import, retry).
+"""``agent-safety``: the project's commands besides ``launch.py``.
 
-Each subcommand lives in the module of its concern and adds itself through ``register(subparsers)``;
-the modules are imported only when the command line is parsed, so ``--help`` stays fast.
+``data``, ``aggregate``, ``judges``, ``import-published``, ``evaluate``, ``retry``, ``migrate`` and ``export``:
+each subcommand lives in the module of its concern and adds itself through ``register(subparsers)``; the
+modules are imported only when the command line is parsed, so ``--help`` stays fast.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ import sys
 from collections.abc import Sequence
 
 #: Modules that register subcommands, in the order ``--help`` lists them.
-COMMAND_MODULES = ("agent_safety.data.cli", "agent_safety.aggregate.cli", "agent_safety.aggregate.judges_cli",
+COMMAND_MODULES = ("agent_safety.run.data_cli", "agent_safety.aggregate.cli", "agent_safety.aggregate.judges_cli",
                    "agent_safety.records.published",
-                   "agent_safety.evaluate.cli", "agent_safety.launch.retry", "agent_safety.records.migrate",
+                   "agent_safety.run.evaluate_cli", "agent_safety.launch.retry", "agent_safety.records.migrate",
                    "agent_safety.train.export")
 
 

@@ -47,8 +47,8 @@ def messages_tokens(count, messages: list[dict]) -> int:
 def run_cost(count, prompts, bench, indices: list[int], settings, replicates: int,
              evals: dict) -> dict[str, list[int]]:
     """Requests and tokens per role for one agent run's trajectories."""
-    from agent_safety.evaluate.generative.episode import Episode, Step, ToolCall
-    from agent_safety.evaluate.generative.prompts import find_tool
+    from agent_safety.agent.episode import Episode, Step, ToolCall
+    from agent_safety.agent.prompts import find_tool
 
     cost = {k: [0, 0, 0] for k in ("agent", "emulator", "judge")}  # requests, prompt tokens, completion tokens
     for i in indices:
@@ -115,9 +115,9 @@ def main() -> None:
     sys.path.insert(0, str(ROOT / "tests"))
     from conftest import compose
 
+    from agent_safety.agent.prompts import Prompts
     from agent_safety.data.fetch import fetch
     from agent_safety.data.toolemu import load_benchmark
-    from agent_safety.evaluate.generative.prompts import Prompts
 
     count, tok_name = tokenizer()
     with tempfile.TemporaryDirectory() as tmp:

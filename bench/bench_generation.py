@@ -36,7 +36,7 @@ def agent_prompts(bench: Any, n: int) -> tuple[list[list[dict[str, str]]], str]:
     """``n`` agent prompts over the synthetic cases (cycled), rendered as the rollout renders them."""
     from types import SimpleNamespace
 
-    from agent_safety.evaluate.generative.prompts import Prompts
+    from agent_safety.agent.prompts import Prompts
 
     cases = list(bench.cases.values())
     cases = [cases[i % len(cases)] for i in range(n)]

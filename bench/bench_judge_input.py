@@ -31,7 +31,7 @@ APPLIES = {"safety": frozenset(ROWS) - {"no safety fields"},
 
 def measure(published: list, ours: list, toolkits: dict, view: str, every: int = 1) -> collections.Counter:
     """``(metric, part) -> episodes that agree`` and ``n`` (episodes checked), over every ``every``-th episode."""
-    from agent_safety.evaluate.generative.prompts import Prompts
+    from agent_safety.agent.prompts import Prompts
     from agent_safety.evaluate.generative.replay import judge_input_agreement
 
     prompts, counts = Prompts.load(), collections.Counter()

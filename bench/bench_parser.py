@@ -44,7 +44,7 @@ def _loads(text: str, strict: bool = False) -> Any:
 
 def step_category(log: str, tool: str, tool_input: str) -> str:
     """The first feature of a step's text, in the order of the issue's list, that the parsers may read apart."""
-    from agent_safety.evaluate.generative.parsing import normalize_tool_name
+    from agent_safety.agent.parsing import normalize_tool_name
 
     match = _ACTION.search(log)
     if match is None:
@@ -100,8 +100,8 @@ def _effect_of_turn(turn: Any) -> tuple:
 
 def agreement(published: list, toolkits: dict) -> dict[str, collections.Counter]:
     """Category -> counts of ``n``, ``study record``, ``robust record``, ``robust effect``."""
-    from agent_safety.evaluate.generative.parsing import parse_agent_output
-    from agent_safety.evaluate.generative.prompts import tool_names
+    from agent_safety.agent.parsing import parse_agent_output
+    from agent_safety.agent.prompts import tool_names
     from agent_safety.evaluate.generative.replay import STUDY_OOM_TOOL, STUDY_STOPPED
 
     table: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)

@@ -173,7 +173,7 @@ def fresh_run(run_dir: Path, tmp: Path) -> Path:
 
 
 def stages_with_adapters(run_dir: Path, cases: int, token_limit: int, cache: Path, tmp: Path) -> dict[str, Any]:
-    from agent_safety.evaluate.cli import evaluate_run
+    from agent_safety.run.evaluate_cli import evaluate_run
 
     run_dir = fresh_run(run_dir, tmp)
     start = time.perf_counter()
@@ -184,7 +184,7 @@ def stages_with_adapters(run_dir: Path, cases: int, token_limit: int, cache: Pat
 
 
 def stages_merged(run_dir: Path, cases: int, token_limit: int, cache: Path, tmp: Path) -> dict[str, Any]:
-    from agent_safety.evaluate.cli import evaluate_model
+    from agent_safety.run.evaluate_cli import evaluate_model
     from agent_safety.train.export import base_of
 
     base = Path(base_of(run_dir / "stage_1" / "stacked"))
@@ -201,7 +201,7 @@ def stages_merged(run_dir: Path, cases: int, token_limit: int, cache: Path, tmp:
 
 def train_run(cache: Path, tmp: Path) -> Path:
     from agent_safety.config.compose import compose
-    from agent_safety.train.schedule import run_schedule
+    from agent_safety.run.schedule import run_schedule
 
     return run_schedule(compose([*TRAIN, f"paths.runs_dir={tmp / 'runs'}", f"paths.cache_dir={cache}"])).run_dir
 

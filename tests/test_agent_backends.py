@@ -17,6 +17,7 @@ import pytest
 import torch
 from conftest import LLM_MODEL, compose
 
+from agent_safety.agent.episode import Generation
 from agent_safety.config.schema import AgentConfig, EndpointConfig
 from agent_safety.evaluate.generative.agent import (
     VLLM_MISSING,
@@ -25,7 +26,6 @@ from agent_safety.evaluate.generative.agent import (
     render,
     served_model,
 )
-from agent_safety.evaluate.generative.episode import Generation
 
 N_PROMPTS = 5
 

@@ -303,7 +303,7 @@ def test_wandb_log_summary_run(tmp_path: Path):
 @pytest.mark.slow
 def test_real_tiny_runs_then_aggregate(make_cfg, tmp_path: Path):
     """The spine's own runs (tiny model, synthetic data, a few steps per stage), then the aggregate."""
-    from agent_safety.train.schedule import run_schedule
+    from agent_safety.run.schedule import run_schedule
 
     runs = tmp_path / "runs"
     for schedule in ("S_H", "H_S"):  # stages give S, S→H, H and H→S: a fit and both persistence ratios

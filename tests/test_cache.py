@@ -10,7 +10,7 @@ from agent_safety.data.split import split_cases
 from agent_safety.pairs.formatting import cached_tokenize, tokenize_benchmark
 from agent_safety.pairs.rules import PairRule
 from agent_safety.pairs.sets import pair_set
-from agent_safety.records.cache import tokenizer_key
+from agent_safety.store.cache import tokenizer_key
 from agent_safety.train.models import load_tokenizer, resolve_base
 
 

@@ -129,7 +129,7 @@ def test_invalid_config_one_line_error(override: str, key: str) -> None:
 
 
 def test_a_value_out_of_range_stops_a_run_before_any_work(make_cfg, tmp_path) -> None:
-    from agent_safety.train.schedule import run_schedule
+    from agent_safety.run.schedule import run_schedule
 
     with pytest.raises(ConfigError, match=r"^eval.max_cases must be >= 1"):
         run_schedule(make_cfg("eval.max_cases=-3", "logger=none"))

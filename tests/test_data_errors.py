@@ -10,7 +10,7 @@ import pytest
 
 from agent_safety.data.benchmark import synthetic_root
 from agent_safety.data.toolemu import DataError, load_benchmark
-from agent_safety.train.schedule import run_dir_for, run_schedule
+from agent_safety.run.schedule import run_dir_for, run_schedule
 
 
 @pytest.fixture

@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 from conftest import LLM_MODEL
 
+from agent_safety.agent.episode import FINAL_ANSWER, Episode, Step, ToolCall
 from agent_safety.config.validate import ConfigError
 from agent_safety.data.synthetic.generator import AGENTS, BEHAVIOURS, behaviour_for, bulk_input, generate
 from agent_safety.data.synthetic.judges import GROUND_TRUTH_KEY, failed, judge_helpfulness, judge_safety
 from agent_safety.data.synthetic.world import EFFECTS, build_scenario, lookup_call
 from agent_safety.evaluate.generative.emulator import LLMEmulator, RuleEmulator, make_emulator
-from agent_safety.evaluate.generative.episode import FINAL_ANSWER, Episode, Step, ToolCall
 
 
 @pytest.fixture(scope="module")
@@ -234,7 +234,7 @@ def test_llm_emulator_against_the_local_server(llm_url: str, root: Path, cases: 
                                                tmp_path: Path) -> None:
     """Each call gets one JSON object (parsed or the counted ``{}``), with its tokens; a failed parse is asked
     again under its own cache entry; a rerun from the cache sends nothing and answers the same."""
-    from agent_safety.evaluate.generative.prompts import Prompts
+    from agent_safety.agent.prompts import Prompts
 
     toolkits = {k["toolkit"]: k for k in json.loads((root / "assets" / "all_toolkits.json").read_text())}
     records = [r for r in _records(root, AGENTS[0].name) if len(r["intermediate_steps"]) > 1][:3]

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from conftest import compose, compose_default, stage_records
 
+from agent_safety.agent.episode import FINAL_ANSWER, NO_FORMAT, TOKEN_LIMIT, Generation
+from agent_safety.agent.prompts import Prompts, tool_names
 from agent_safety.config.validate import ConfigError, validate
 from agent_safety.data.benchmark import load_data
 from agent_safety.data.toolemu import DataError, load_benchmark
 from agent_safety.evaluate.generative.emulator import RuleEmulator
-from agent_safety.evaluate.generative.episode import FINAL_ANSWER, NO_FORMAT, TOKEN_LIMIT, Generation
 from agent_safety.evaluate.generative.evaluator import check_toolkits
-from agent_safety.evaluate.generative.prompts import Prompts, tool_names
 from agent_safety.evaluate.generative.rollout import OBSERVATION_STOP, run_episodes
 
 QUICK = ["trainer.max_steps=3", "trainer.max_pairs=12", "logger=none"]
@@ -111,7 +111,7 @@ def test_a_run_is_scored_under_its_own_presets_and_a_checkpoint_under_the_plain_
     """``agent-safety evaluate``: the presets a run was trained with decide what they put into the evaluation
     setting (the tiny agent's prompt, the study data's estimate), as relaunching it would; a checkpoint folder
     is not fitted to the default preset's agent prompt."""
-    from agent_safety.evaluate.cli import CHECKPOINT_MODEL, with_presets
+    from agent_safety.run.evaluate_cli import CHECKPOINT_MODEL, with_presets
 
     agent_run = {"model": {"name": "tiny_agent"}, "data": {"name": "toolemu_q32"}}
     assert with_presets(["eval=generative"], agent_run) == ["model=tiny_agent", "data=toolemu_q32", "eval=generative"]
@@ -129,8 +129,8 @@ def test_a_run_is_scored_under_its_own_presets_and_a_checkpoint_under_the_plain_
 
 @pytest.mark.slow
 def test_a_trained_runs_stages_are_scored_generatively_and_load_back_as_data(make_cfg, tmp_path: Path) -> None:
-    from agent_safety.evaluate.cli import evaluate_model, evaluate_run
-    from agent_safety.train.schedule import run_schedule
+    from agent_safety.run.evaluate_cli import evaluate_model, evaluate_run
+    from agent_safety.run.schedule import run_schedule
 
     cfg = make_cfg("schedule=S", *QUICK)
     run = run_schedule(cfg)
@@ -164,7 +164,7 @@ def test_every_endpoint_is_checked_before_the_first_rollout(make_cfg, tmp_path: 
     from test_client import ScriptedAPI
 
     from agent_safety.evaluate.generative.client import EndpointError
-    from agent_safety.train.schedule import run_dir_for, run_schedule
+    from agent_safety.run.schedule import run_dir_for, run_schedule
 
     api = ScriptedAPI()
     try:
@@ -187,7 +187,7 @@ def test_every_endpoint_is_checked_before_the_first_rollout(make_cfg, tmp_path: 
 def test_an_unreachable_judge_is_one_line_naming_the_endpoint(make_cfg, tmp_path: Path, capsys) -> None:
     from agent_safety.cli import main
     from agent_safety.records.rundir import RunDir
-    from agent_safety.train.schedule import run_schedule
+    from agent_safety.run.schedule import run_schedule
 
     cfg = make_cfg("schedule=S", *QUICK)
 

@@ -34,7 +34,7 @@ def _tiny_base(cache_dir: Path) -> str:
 
 def test_an_llm_emulated_llm_judged_evaluation_completes_and_a_rerun_sends_nothing(llm_url: str, cache_dir: Path,
                                                                                  tmp_path: Path) -> None:
-    from agent_safety.evaluate.cli import evaluate_model
+    from agent_safety.run.evaluate_cli import evaluate_model
 
     overrides = [f"paths.cache_dir={cache_dir}", f"paths.runs_dir={tmp_path}", "threads=2", "eval=generative",
                  "eval.max_cases=2", "eval.agent.token_limit=160", "eval.agent.max_tokens_per_step=64",
@@ -64,7 +64,7 @@ def _server(action: str, port: int, folder: Path) -> None:
 
 def test_a_server_stopped_mid_evaluation_is_one_line_and_the_relaunch_resumes_from_the_cache(
         llm_url: str, cache_dir: Path, tmp_path: Path) -> None:
-    from agent_safety.evaluate.cli import evaluate_model
+    from agent_safety.run.evaluate_cli import evaluate_model
 
     port, folder = 18091, tmp_path / "server"
     url = f"http://127.0.0.1:{port}/v1"

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from agent_safety.evaluate.generative.parsing import (
+from agent_safety.agent.parsing import (
     HELPFULNESS_LABELS,
     SAFETY_LABELS,
     parse_agent_output,

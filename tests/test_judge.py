@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 from conftest import LLM_MODEL
 
+from agent_safety.agent.episode import FINAL_ANSWER, Episode, Step
+from agent_safety.agent.parsing import JudgeReply
 from agent_safety.config.validate import ConfigError
 from agent_safety.data.synthetic.generator import AGENTS, generate
 from agent_safety.data.synthetic.judges import GROUND_TRUTH_KEY, HELPFULNESS_LABELS, SAFETY_LABELS
 from agent_safety.data.toolemu import HELP_KEY, HELP_SUFFIX, SAFE_KEY, SAFE_SUFFIX
-from agent_safety.evaluate.generative.episode import FINAL_ANSWER, Episode, Step
 from agent_safety.evaluate.generative.judge import LLMJudge, RuleJudge, _verdict, make_judge
-from agent_safety.evaluate.generative.parsing import JudgeReply
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +121,7 @@ def test_llm_judge_against_the_local_server(llm_url: str, root: Path, tmp_path: 
     """A few episodes, two replicates each: every replicate is a score 0-3 or a counted parse failure, the
     verdict is their median, every request (retries included) is its own cache entry, and a rerun from the
     cache sends nothing and gives the same verdicts."""
-    from agent_safety.evaluate.generative.prompts import Prompts
+    from agent_safety.agent.prompts import Prompts
 
     toolkits = {k["toolkit"]: k for k in json.loads((root / "assets" / "all_toolkits.json").read_text())}
     records = _published(root, AGENTS[0].name)[0]

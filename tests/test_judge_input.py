@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
+from agent_safety.agent.episode import Episode, Step
+from agent_safety.agent.prompts import Prompts
+from agent_safety.agent.scratchpad import judge_scratchpad, study_case_fields
 from agent_safety.config.compose import compose
 from agent_safety.config.validate import ConfigError, validate
-from agent_safety.evaluate.generative.episode import Episode, Step
-from agent_safety.evaluate.generative.prompts import Prompts
 from agent_safety.evaluate.generative.replay import (
     judge_input_agreement,
     replay,
@@ -17,7 +18,6 @@ from agent_safety.evaluate.generative.replay import (
     study_settings,
     study_token_counter,
 )
-from agent_safety.evaluate.generative.scratchpad import judge_scratchpad, study_case_fields
 from agent_safety.records.identity import eval_id
 
 CASE = {"name": "c", "Toolkits": ["Todoist"], "User Instruction": "Delete my 'Test' tasks.",

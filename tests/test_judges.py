@@ -212,7 +212,7 @@ def test_judge_only_with_the_rule_judge_reproduces_the_synthetic_labels(cache_di
 @pytest.mark.slow  # 4 judge prompts of ~1,000 tokens each: minutes on the test server's CPU
 def test_judge_only_through_an_llm_counts_scored_and_unscored_and_a_rerun_sends_nothing(
         llm_url: str, toolemu_root: Path, tmp_path: Path) -> None:
-    from agent_safety.evaluate.calibrate import judge_only
+    from agent_safety.run.calibrate import judge_only
 
     endpoint = {"base_url": llm_url, "model": LLM_MODEL, "max_tokens": 32, "timeout_s": 120, "max_concurrency": 2}
     overrides = [f"data.root={toolemu_root}", f"paths.cache_dir={tmp_path / 'cache'}", "eval/judge=llm",

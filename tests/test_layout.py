@@ -16,7 +16,7 @@ from agent_safety.records.collect import collect
 from agent_safety.records.identity import default_eval_id, eval_id, run_id
 from agent_safety.records.migrate import migrate
 from agent_safety.records.rundir import RunDir
-from agent_safety.train.schedule import run_schedule
+from agent_safety.run.schedule import run_schedule
 
 QUICK = ["trainer.max_steps=3", "trainer.max_pairs=12", "eval.max_cases=6", "logger=none"]
 

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 from transformers import TrainerControl
 
-from agent_safety.launch.cluster import job_info
+from agent_safety.records.job import job_info
 from agent_safety.train.callbacks import PreemptionGuard
 from agent_safety.train.stage import latest_checkpoint
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from conftest import shared_archive
 
+from agent_safety.agent.episode import Episode, Step, ToolCall
+from agent_safety.agent.parsing import HELPFULNESS_LABELS, SAFETY_LABELS
+from agent_safety.agent.prompts import PromptError, Prompts, find_tool, tool_names
 from agent_safety.config.schema import AgentConfig
 from agent_safety.data.synthetic.generator import generate
-from agent_safety.evaluate.generative.episode import Episode, Step, ToolCall
-from agent_safety.evaluate.generative.parsing import HELPFULNESS_LABELS, SAFETY_LABELS
-from agent_safety.evaluate.generative.prompts import PromptError, Prompts, find_tool, tool_names
 
 SEARCH = Step(log='Thought: look first\nAction: TodoistSearchTasks\nAction Input: {"keywords": "Temp"}',
               tool="TodoistSearchTasks", tool_input='{"keywords": "Temp"}', observation='{"tasks": []}')

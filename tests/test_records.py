@@ -12,8 +12,8 @@ from conftest import compose
 
 from agent_safety.config.schema import to_container
 from agent_safety.records.identity import run_id
-from agent_safety.records.io import replace_dir
 from agent_safety.records.rundir import REDACTED, RunDir, redact
+from agent_safety.store.io import replace_dir
 
 
 def test_run_id_ignores_non_semantic_keys() -> None:

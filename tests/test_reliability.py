@@ -45,7 +45,7 @@ def test_two_launches_of_the_same_config_train_it_once(tmp_path: Path, cache_dir
 @pytest.mark.slow
 def test_evaluating_a_run_with_a_stage_model_missing_names_it_and_trains_nothing(make_cfg, capsys) -> None:
     from agent_safety.cli import main
-    from agent_safety.train.schedule import run_schedule
+    from agent_safety.run.schedule import run_schedule
 
     cfg = make_cfg("schedule=S_H", *QUICK)
     run = run_schedule(cfg)
@@ -142,7 +142,7 @@ def test_evaluating_a_path_that_does_not_exist_is_one_line_and_writes_nothing(tm
 def test_a_corrupt_status_names_its_file_and_a_relaunch_recovers_the_run(make_cfg, tmp_path: Path,
                                                                          cache_dir: Path, capsys) -> None:
     from agent_safety.cli import main
-    from agent_safety.train.schedule import run_schedule
+    from agent_safety.run.schedule import run_schedule
 
     runs = tmp_path / "runs"
     run = run_schedule(make_cfg("schedule=S", *QUICK, runs=runs))

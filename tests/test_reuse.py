@@ -11,7 +11,7 @@ from conftest import ROOT, compose, pinned, stage_records
 
 from agent_safety.config.schema import to_container
 from agent_safety.records.identity import run_id, stage_key
-from agent_safety.train.schedule import run_schedule
+from agent_safety.run.schedule import run_schedule
 
 QUICK = ["trainer.max_steps=3", "trainer.max_pairs=12", "eval.max_cases=6", "logger=none"]
 

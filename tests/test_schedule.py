@@ -16,7 +16,7 @@ from conftest import ROOT, pinned, stage_records
 
 from agent_safety.config.schema import to_container
 from agent_safety.records.identity import eval_id
-from agent_safety.train.schedule import run_dir_for, run_schedule
+from agent_safety.run.schedule import run_dir_for, run_schedule
 
 #: A few steps per stage: enough to write every record, quick enough to run each preset.
 QUICK = ["trainer.max_steps=4", "trainer.max_pairs=16", "eval.max_cases=8", "logger=none"]

@@ -41,7 +41,7 @@ def require_smollm2() -> None:
 @pytest.mark.slow
 def test_smollm2_from_its_gguf_trains_a_stage_and_acts_generatively(make_cfg, cache_dir: Path) -> None:
     require_smollm2()
-    from agent_safety.train.schedule import run_schedule
+    from agent_safety.run.schedule import run_schedule
 
     run = run_schedule(make_cfg(*RUN))
     (base,) = (cache_dir / "models").glob("gguf-SmolLM2-135M-Instruct.Q4_1-*")

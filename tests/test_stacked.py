@@ -137,8 +137,8 @@ def test_a_trained_run_s_stacked_adapters_equal_its_merged_stages_and_save_merge
         make_cfg, tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM
 
+    from agent_safety.run.schedule import run_schedule
     from agent_safety.train.export import export_stage
-    from agent_safety.train.schedule import run_schedule
     from agent_safety.train.stacked import merged_from_stacked
 
     merged_cfg = make_cfg(*QUICK, runs=tmp_path / "merged")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent_safety.evaluate.generative.parsing import parse_agent_output, study_action_input
+from agent_safety.agent.parsing import parse_agent_output, study_action_input
 from agent_safety.evaluate.generative.replay import STUDY_OOM_TOOL, STUDY_STOPPED, compare, replay, study_settings
 from agent_safety.evaluate.generative.replay import study_token_counter as token_counter
 

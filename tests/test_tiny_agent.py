@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from conftest import compose
 
+from agent_safety.agent.episode import Episode, Step
+from agent_safety.agent.prompts import PromptError, Prompts, tool_names
 from agent_safety.config.schema import AgentConfig, TinyConfig
 from agent_safety.data.benchmark import load_data
 from agent_safety.data.synthetic import generator as gen
 from agent_safety.data.synthetic.world import build_scenario, case_record, toolkit_specs
-from agent_safety.evaluate.generative.episode import Episode, Step
-from agent_safety.evaluate.generative.prompts import PromptError, Prompts, tool_names
 from agent_safety.pairs.formatting import (
     agent_completion_messages,
     agent_prompt_messages,
@@ -183,7 +183,7 @@ def test_the_cloned_agent_answers_and_calls_tools_in_the_rollout_format(tmp_path
     final answer, and most of its tool calls name a listed tool with JSON input (measured: 96% and 61% on these
     24, where one episode repeats a broken call; 98% and 79% on all 64; the goal for valid calls is 90%, not yet
     met: docs/tiny-agent.md)."""
-    from agent_safety.evaluate.cli import evaluate_model
+    from agent_safety.run.evaluate_cli import evaluate_model
     from agent_safety.train.models import resolve_base
 
     overrides = ["model=tiny_agent", f"paths.cache_dir={cache_dir}"]
@@ -205,7 +205,7 @@ def test_a_safety_stage_raises_safety_and_a_helpfulness_stage_helpfulness_by_wha
     back less (fewer that ask or refuse); every episode of every stage is counted. The sizes, with their
     intervals, are measured in docs/tiny-agent.md."""
     from agent_safety.data.synthetic.judges import BEHAVIOUR_CLASSES
-    from agent_safety.train.schedule import run_schedule
+    from agent_safety.run.schedule import run_schedule
 
     common = ("model=tiny_agent", "eval=generative", "logger=none")
     s = run_schedule(make_cfg("schedule=S", *common)).records

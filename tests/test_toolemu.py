@@ -17,12 +17,12 @@ import pytest
 from conftest import compose, shared_archive, stage_records
 
 from agent_safety.cli import main
-from agent_safety.data.cli import format_stats
 from agent_safety.data.fetch import fetch
 from agent_safety.data.split import split_cases
 from agent_safety.data.toolemu import Benchmark, load_benchmark
 from agent_safety.pairs.formatting import completion_messages, prompt_messages
 from agent_safety.pairs.rules import PairRule, build_pairs
+from agent_safety.run.data_cli import format_stats
 
 JUDGES = ("gpt5m", "q32")
 OBJECTIVES = ("safety", "helpfulness", "both")
@@ -205,7 +205,7 @@ def test_on_error_skip_counts(toolemu_root: Path, tmp_path: Path, capsys: pytest
 @pytest.mark.slow
 def test_tiny_run_on_the_study_data_writes_its_records(toolemu_root: Path, tmp_path: Path, cache_dir: Path) -> None:
     """model=tiny data=toolemu_gpt5m schedule=S on a few pairs, offline, end to end."""
-    from agent_safety.train.schedule import run_schedule
+    from agent_safety.run.schedule import run_schedule
 
     root = mini_root(toolemu_root, tmp_path / "mini", MINI_AGENTS)
     cfg = compose(["data=toolemu_gpt5m", f"data.root={root}", "schedule=S", "trainer.max_pairs=16",

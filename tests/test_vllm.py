@@ -141,7 +141,7 @@ def smollm2_run(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Pa
 
     from conftest import compose
 
-    from agent_safety.train.schedule import run_schedule
+    from agent_safety.run.schedule import run_schedule
 
     if importlib.util.find_spec("gguf") is None:
         pytest.skip("the gguf package is not installed: no SmolLM2 conversion")
@@ -161,7 +161,7 @@ def eval_dirs(run_dir: Path) -> dict[str, Path]:
 @pytest.mark.slow
 def test_an_evaluation_through_the_server_with_adapters_equals_one_through_merged_checkpoints(
         smollm2_run: Path, vllm_url: str, cache_dir: Path) -> None:
-    from agent_safety.evaluate.cli import evaluate_run
+    from agent_safety.run.evaluate_cli import evaluate_run
 
     records = evaluate_run(smollm2_run, [f"paths.cache_dir={cache_dir}", *EVAL, "eval.name=served",
                                          "eval/agent=vllm_server", f"eval.agent.endpoint.base_url={vllm_url}",

@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
+from agent_safety.store.io import atomic_write
+
 if TYPE_CHECKING:
     from agent_safety.data.toolemu import Trajectory
 
@@ -293,8 +295,6 @@ def heatmap(c: Comparison, metric: str, out: Path) -> list[Path]:
 def write_report(out: Path, payload: Mapping[str, Any], comparisons: Sequence[Comparison],
                  figures: bool = True) -> list[Path]:
     """``judges.json`` (``payload`` plus every comparison), ``judges.md``, ``judges.csv`` and the heatmaps."""
-    from agent_safety.records.io import atomic_write
-
     out.mkdir(parents=True, exist_ok=True)
     doc = {**payload, "comparisons": [c.to_dict() for c in comparisons]}
     written = {out / "judges.json": json.dumps(doc, indent=2) + "\n", out / "judges.md": markdown_table(comparisons),

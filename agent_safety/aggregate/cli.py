@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-DEFAULT_BOOTSTRAP = 1000
+from agent_safety.aggregate import DEFAULT_BOOTSTRAP
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -19,9 +19,10 @@ from typing import Any
 
 import pandas as pd
 
-from agent_safety.aggregate import persistence
-from agent_safety.aggregate.cli import DEFAULT_BOOTSTRAP
-from agent_safety.aggregate.report import Result, _ci, _clean, _fmt, _md_table, run_aggregate
+from agent_safety.aggregate import DEFAULT_BOOTSTRAP, persistence
+from agent_safety.aggregate.report import Result, run_aggregate
+from agent_safety.aggregate.residuals import ordered_configs
+from agent_safety.aggregate.tables import ci_text, clean, fmt, md_table
 
 #: Keys of each set's ``frontier.json`` that ``compare.json`` repeats.
 JSON_KEYS: tuple[str, ...] = ("slope", "intercept", "r", "r2", "n", "r2_ci", "bootstrap", "persistence",
@@ -85,7 +86,7 @@ def compare_json(results: Mapping[str, Result], roots: Sequence[Path]) -> dict[s
     for (name, result), root in zip(results.items(), roots, strict=True):
         fj = result.frontier_json()
         sets[name] = {"root": str(root), "out": name} | {k: fj[k] for k in JSON_KEYS}
-    return _clean({"labels": list(results), "sets": sets})
+    return clean({"labels": list(results), "sets": sets})
 
 
 def fit_rows(results: Mapping[str, Result]) -> pd.DataFrame:
@@ -96,9 +97,9 @@ def fit_rows(results: Mapping[str, Result]) -> pd.DataFrame:
         level = f"{b['level']:.0%}"
         col = {"records / runs": f"{len(r.collection.table)} / {r.collection.table['run_id'].nunique()}",
                "evaluation setting": str(r.evaluation.get("id") or "-"), "points (n)": str(f.n),
-               "slope": _fmt(f.slope), "intercept": _fmt(f.intercept), "r": _fmt(f.r), "**R²**": _fmt(f.r2),
-               f"R² {level} CI, cases": _ci(*b["r2_ci"]),
-               f"R² {level} CI, cases + seeds": _ci(*(b.get("r2_ci_seeds") or [None, None])),
+               "slope": fmt(f.slope), "intercept": fmt(f.intercept), "r": fmt(f.r), "**R²**": fmt(f.r2),
+               f"R² {level} CI, cases": ci_text(*b["r2_ci"]),
+               f"R² {level} CI, cases + seeds": ci_text(*(b.get("r2_ci_seeds") or [None, None])),
                "not a result": "; ".join(r.caveats) or "-"}
         for key, value in col.items():
             rows.setdefault(key, {})[name] = value
@@ -110,7 +111,7 @@ def persistence_rows(results: Mapping[str, Result]) -> pd.DataFrame:
     cells: dict[tuple[str, str], dict[str, str]] = {}
     for name, r in results.items():
         for t in r.persistence_ci.itertuples(index=False):
-            cells.setdefault((t.beta, t.ratio), {})[name] = f"{_fmt(t.value)} {_ci(t.ci_low, t.ci_high)}"
+            cells.setdefault((t.beta, t.ratio), {})[name] = f"{fmt(t.value)} {ci_text(t.ci_low, t.ci_high)}"
     betas = sorted({b for b, _ in cells if b != persistence.POOLED}, key=float) + [persistence.POOLED]
     rows = [{"β": b, "ratio": f"Persist({ratio})"} | {n: cells[(b, ratio)].get(n, "n/a") for n in results}
             for b in betas for ratio in persistence.RATIOS if (b, ratio) in cells]
@@ -119,8 +120,6 @@ def persistence_rows(results: Mapping[str, Result]) -> pd.DataFrame:
 
 def residual_rows(results: Mapping[str, Result]) -> pd.DataFrame:
     """Distance from the frontier per configuration, one column per set: "+0.115 [+0.048, +0.194] *"."""
-    from agent_safety.aggregate.residuals import ordered_configs
-
     tables = {n: r.residuals.set_index("config") for n, r in results.items()}
     configs = ordered_configs(pd.concat([pd.Series(t.index, dtype=object) for t in tables.values()]))
     rows = []
@@ -131,7 +130,7 @@ def residual_rows(results: Mapping[str, Result]) -> pd.DataFrame:
                 row[name] = "n/a"
                 continue
             x = t.loc[config]
-            row[name] = (f"{_fmt(x['residual'], '+.3f')} {_ci(x['ci_low'], x['ci_high'], '+.3f')}"
+            row[name] = (f"{fmt(x['residual'], '+.3f')} {ci_text(x['ci_low'], x['ci_high'], '+.3f')}"
                          + (" **off**" if x["off_frontier"] else ""))
         rows.append(row)
     return pd.DataFrame(rows, columns=["configuration", *results])
@@ -146,14 +145,14 @@ def compare_markdown(results: Mapping[str, Result], roots: Sequence[Path], figur
             f"{first['seed']} for every set)" if first["n_boot"] else "no bootstrap (--bootstrap 0)")
     lines = [f"# Frontier comparison: {' vs '.join(names)}", "",
              *[f"- **{n}**: `{root}` (full outputs in `{n}/`)" for n, root in zip(names, roots, strict=True)], "",
-             "## Fit", "", _md_table(fit_rows(results)), "",
+             "## Fit", "", md_table(fit_rows(results)), "",
              "## Persistence", "",
              f"Mean of the per-(judge, model) terms per beta and over every beta (pooled); {boot}, resampling "
-             "test cases and seeds.", "", _md_table(persistence_rows(results)), "",
+             "test cases and seeds.", "", md_table(persistence_rows(results)), "",
              "## Distance from the frontier, per configuration", "",
              "Mean vertical distance of each configuration's points from the line fitted on every other "
              f"configuration's points (safety points, 0–3); {boot}, resampling test cases and seeds. "
-             "**off**: the interval excludes zero.", "", _md_table(residual_rows(results)), ""]
+             "**off**: the interval excludes zero.", "", md_table(residual_rows(results)), ""]
     pngs = [p for p in figures if p.suffix == ".png"]
     if pngs:
         lines += ["## Figure", ""] + [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in pngs] + [""]
@@ -164,8 +163,8 @@ def print_compare(results: Mapping[str, Result]) -> None:
     """The terminal version: one line per set for the fit, then the persistence and residual tables."""
     for name, r in results.items():
         f, b = r.fit, r.bootstrap
-        print(f"{name}: R² = {_fmt(f.r2)} (r = {_fmt(f.r)}, slope = {_fmt(f.slope)}, n = {f.n}), "
-              f"{b['level']:.0%} CI {_ci(*b['r2_ci'])}")
+        print(f"{name}: R² = {fmt(f.r2)} (r = {fmt(f.r)}, slope = {fmt(f.slope)}, n = {f.n}), "
+              f"{b['level']:.0%} CI {ci_text(*b['r2_ci'])}")
         for note in r.caveats:
             print(f"  NOT A RESULT: {note}")
     for df in (persistence_rows(results), residual_rows(results)):

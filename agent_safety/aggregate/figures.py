@@ -15,6 +15,8 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from agent_safety.aggregate.frontier import CONFIG_ORDER, Fit, fit_caveats  # noqa: E402
+from agent_safety.aggregate.persistence import POOLED, RATIOS
+from agent_safety.aggregate.persistence import intervals as point_intervals
 
 FORMATS: tuple[str, ...] = ("png", "pdf")
 MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "*")
@@ -138,16 +140,12 @@ def per_model_plot(points: pd.DataFrame, out_dir: Path) -> list[Path]:
 
 
 def _interval_table(terms: pd.DataFrame, intervals: pd.DataFrame | None) -> pd.DataFrame:
-    from agent_safety.aggregate.persistence import intervals as point_intervals
-
     return intervals if intervals is not None and not intervals.empty else point_intervals(terms, None)
 
 
 def persistence_plot(terms: pd.DataFrame, out_dir: Path, intervals: pd.DataFrame | None = None) -> list[Path]:
     """Persist(S) and Persist(H) per beta and pooled over betas: bars at the mean of the (judge, model)
     terms, whiskers at the bootstrap interval, each term as a dot."""
-    from agent_safety.aggregate.persistence import POOLED, RATIOS
-
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     if terms.empty:
         ax.text(0.5, 0.5, "no persistence ratio could be computed", ha="center", va="center")

@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from agent_safety.config.compose import on_top, with_default
+from agent_safety.aggregate.agreement import compare, format_comparison, labels_of, write_report
+from agent_safety.config.compose import compose_config, on_top, with_default
 
 DEFAULT_DATA = "data=toolemu_gpt5m"
 
@@ -60,7 +61,7 @@ def other_judge(root: Path, judge: str) -> str:
 
 def side(overrides: Sequence[str]) -> tuple[Any, Any, Path]:
     """(config, benchmark, data root) of one judge's data."""
-    from agent_safety.data.cli import compose_config, load_configured
+    from agent_safety.data.benchmark import load_configured
 
     cfg = compose_config(overrides)
     bench, root = load_configured(cfg)
@@ -78,8 +79,6 @@ def names(a: Any, b: Any) -> tuple[str, str]:
 
 def run(overrides: Sequence[str], against: Sequence[str] | None) -> tuple[dict[str, Any], Any]:
     """(report header, comparison) of the two judges' labels."""
-    from agent_safety.aggregate.agreement import compare, labels_of
-
     first = with_default(overrides, "data", DEFAULT_DATA)
     cfg_a, bench_a, root_a = side(first)
     second = on_top(first, against or [f"data.judge={other_judge(root_a, cfg_a.data.judge)}"])
@@ -95,8 +94,6 @@ def run(overrides: Sequence[str], against: Sequence[str] | None) -> tuple[dict[s
 
 
 def main(args: argparse.Namespace) -> int:
-    from agent_safety.aggregate.agreement import format_comparison, write_report
-
     start = time.perf_counter()
     header, comparison = run(args.overrides, args.against)
     if args.json:

@@ -10,7 +10,6 @@ scores), ``points.csv`` (per-configuration means, std over seeds, deltas, Pareto
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -21,10 +20,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from agent_safety.aggregate import frontier, persistence
+from agent_safety.aggregate import DEFAULT_BOOTSTRAP, frontier, persistence
 from agent_safety.aggregate import residuals as loco
-from agent_safety.aggregate.cli import DEFAULT_BOOTSTRAP
 from agent_safety.aggregate.resample import make_draws
+from agent_safety.aggregate.tables import ci_text, clean, fmt, md_table
 from agent_safety.records.collect import Collection, Skip, collect, read_wandb
 from agent_safety.records.identity import default_eval_id
 
@@ -57,7 +56,7 @@ class Result:
         """The contents of ``frontier.json``."""
         c = self.collection
         pareto = self.points[self.points["pareto"]]
-        return _clean({
+        return clean({
             **self.fit.to_dict(),
             "r2_ci": self.bootstrap["r2_ci"],
             "caveats": self.caveats,
@@ -74,19 +73,6 @@ class Result:
                        "duplicates": c.duplicates, "skipped": len(self.skipped)},
             "skipped": [s.to_dict() for s in self.skipped],
         })
-
-
-def _clean(obj: Any) -> Any:
-    """JSON-safe copy: NaN/inf -> None, numpy scalars -> Python."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def compute(collection: Collection, *, n_boot: int = DEFAULT_BOOTSTRAP, boot_seed: int = 0,
@@ -146,7 +132,7 @@ def latex_tables(points: pd.DataFrame, terms: pd.DataFrame, persistence_ci: pd.D
         out["residuals"] = _tabular(pd.DataFrame({
             "Config": r["config"].map(_tex),
             "Residual": r["residual"].map(lambda v: f"{v:+.3f}"),
-            "CI": [_ci(lo, hi, "+.3f") for lo, hi in zip(r["ci_low"], r["ci_high"], strict=True)],
+            "CI": [ci_text(lo, hi, "+.3f") for lo, hi in zip(r["ci_low"], r["ci_high"], strict=True)],
             "Off": r["off_frontier"].map(lambda v: "yes" if v else "no"),
             "Points": r["n_points"],
         }))
@@ -167,7 +153,7 @@ def _persistence_tex(terms: pd.DataFrame, ci: pd.DataFrame | None) -> pd.DataFra
         "Mean": summ["mean"].map(lambda v: f"{v:.3f}"),
     }
     if "ci_low" in summ:
-        cols["CI"] = [_ci(lo, hi) for lo, hi in zip(summ["ci_low"], summ["ci_high"], strict=True)]
+        cols["CI"] = [ci_text(lo, hi) for lo, hi in zip(summ["ci_low"], summ["ci_high"], strict=True)]
     cols |= {"Std": summ["std"].map(lambda v: "" if pd.isna(v) else f"{v:.3f}"), "Terms": summ["n"]}
     return pd.DataFrame(cols)
 
@@ -182,30 +168,6 @@ def _tabular(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def _md_table(df: pd.DataFrame) -> str:
-    def cell(col: str, v: Any) -> str:
-        if isinstance(v, float):
-            return "" if np.isnan(v) else f"{v:g}" if col == "beta" else f"{v:.3f}"
-        return str(v)
-
-    cols = [str(c) for c in df.columns]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * df.shape[1]]
-    lines += ["| " + " | ".join(cell(c, v) for c, v in zip(cols, row, strict=True)) + " |"
-              for row in df.itertuples(index=False)]
-    return "\n".join(lines)
-
-
-def _fmt(v: float | None, spec: str = ".3f") -> str:
-    return "n/a" if v is None or not np.isfinite(v) else format(v, spec)
-
-
-def _ci(lo: float | None, hi: float | None, spec: str = ".3f") -> str:
-    """"[lo, hi]", or "n/a" without an interval."""
-    if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)):
-        return "n/a"
-    return f"[{format(lo, spec)}, {format(hi, spec)}]"
-
-
 def _boot_note(b: Mapping[str, Any], what: str) -> str:
     if not b["n_boot"]:
         return "No bootstrap (--bootstrap 0): no intervals."
@@ -218,11 +180,11 @@ def fit_markdown(result: Result) -> list[str]:
     f, b = result.fit, result.bootstrap
     seeds = b.get("r2_ci_seeds") or [None, None]
     return [
-        f"Δsafety = {_fmt(f.slope)} × Δhelpfulness + {_fmt(f.intercept)} over n = {f.n} fine-tuned points "
-        f"(deltas from each base model): **R² = {_fmt(f.r2)}**, r = {_fmt(f.r)}; "
-        f"{b['level']:.0%} bootstrap CI for R² {_ci(*b['r2_ci'])} "
+        f"Δsafety = {fmt(f.slope)} × Δhelpfulness + {fmt(f.intercept)} over n = {f.n} fine-tuned points "
+        f"(deltas from each base model): **R² = {fmt(f.r2)}**, r = {fmt(f.r)}; "
+        f"{b['level']:.0%} bootstrap CI for R² {ci_text(*b['r2_ci'])} "
         f"({b['n_valid']} of {b['n_boot']} case resamples, seed {b['seed']}); "
-        f"resampling seeds too: {_ci(*seeds)}.", "",
+        f"resampling seeds too: {ci_text(*seeds)}.", "",
         *[f"> **Not a result:** {note}." for note in result.caveats], *([""] if result.caveats else [])]
 
 
@@ -231,10 +193,10 @@ def residuals_markdown(result: Result) -> list[str]:
     table = result.residuals
     if table.empty:
         return ["No fine-tuned point with a base model: no distances.", ""]
-    rows = [{"configuration": r.config, "residual": _fmt(r.residual, "+.3f"),
-             f"{result.bootstrap['level']:.0%} CI": _ci(r.ci_low, r.ci_high, "+.3f"),
+    rows = [{"configuration": r.config, "residual": fmt(r.residual, "+.3f"),
+             f"{result.bootstrap['level']:.0%} CI": ci_text(r.ci_low, r.ci_high, "+.3f"),
              "off the frontier": "**yes**" if r.off_frontier else "no", "points": r.n_points,
-             "line without it": f"{_fmt(r.slope)} × Δh + {_fmt(r.intercept)} (n = {r.n_fit})"}
+             "line without it": f"{fmt(r.slope)} × Δh + {fmt(r.intercept)} (n = {r.n_fit})"}
             for r in table.itertuples(index=False)]
     off = table.loc[table["off_frontier"], "config"].tolist()
     return [
@@ -242,7 +204,7 @@ def residuals_markdown(result: Result) -> list[str]:
         "line fitted on every *other* configuration's points (leave-one-configuration-out), in safety "
         "points (0–3): positive = safer than the others' trade-off predicts at its helpfulness. "
         + _boot_note(result.bootstrap, "test cases and seeds") + " *Off the frontier*: the interval excludes "
-        "zero.", "", _md_table(pd.DataFrame(rows)), "",
+        "zero.", "", md_table(pd.DataFrame(rows)), "",
         f"Off the frontier: {', '.join(off) if off else 'none'}.", ""]
 
 
@@ -258,12 +220,12 @@ def persistence_markdown(result: Result) -> list[str]:
         row: dict[str, Any] = {"β": beta}
         for name in persistence.RATIOS:
             has = name in by.index
-            row[f"Persist({name})"] = _fmt(by.at[name, "value"]) if has else "n/a"
-            row[f"{level} ({name})"] = _ci(by.at[name, "ci_low"], by.at[name, "ci_high"]) if has else "n/a"
+            row[f"Persist({name})"] = fmt(by.at[name, "value"]) if has else "n/a"
+            row[f"{level} ({name})"] = ci_text(by.at[name, "ci_low"], by.at[name, "ci_high"]) if has else "n/a"
         row["terms (S/H)"] = "/".join(str(by.at[n, "n_terms"]) if n in by.index else "0" for n in persistence.RATIOS)
         rows.append(row)
     return ["Per beta, the mean of the per-(judge, model) terms; *pooled*: the mean over every beta's terms. "
-            + _boot_note(result.bootstrap, "test cases and seeds"), "", _md_table(pd.DataFrame(rows)), ""]
+            + _boot_note(result.bootstrap, "test cases and seeds"), "", md_table(pd.DataFrame(rows)), ""]
 
 
 def summary_markdown(result: Result, figures: Sequence[Path], out: Path) -> str:
@@ -281,9 +243,9 @@ def summary_markdown(result: Result, figures: Sequence[Path], out: Path) -> str:
     ]
     p = result.points
     pareto = p[p["pareto"]][["model", "config", "beta", "d_helpfulness", "d_safety"]]
-    lines += ["## Pareto-optimal points (deltas, all models pooled)", "", _md_table(pareto), "",
+    lines += ["## Pareto-optimal points (deltas, all models pooled)", "", md_table(pareto), "",
               "## Per-configuration means (std over seeds)", "",
-              _md_table(p[["model", "config", "beta", "safety", "safety_std", "helpfulness", "helpfulness_std",
+              md_table(p[["model", "config", "beta", "safety", "safety_std", "helpfulness", "helpfulness_std",
                            "d_safety", "d_helpfulness", "n_seeds", "n_records"]]), ""]
     if result.skipped:
         lines += ["## Skipped", ""] + [f"- `{s.source}`: {s.reason}" for s in result.skipped[:50]]
@@ -461,16 +423,16 @@ def print_summary(result: Result, out: Path) -> None:
     print(f"{len(c.table)} records from {c.table['run_id'].nunique()} runs; {c.not_completed} runs not "
           f"completed were left out; {len(result.skipped)} skipped")
     print(f"evaluation setting: {_eval_line(result.evaluation)}".replace("`", ""))
-    print(f"frontier: R² = {_fmt(f.r2)} (r = {_fmt(f.r)}, slope = {_fmt(f.slope)}, n = {f.n}), "
-          f"{result.bootstrap['level']:.0%} CI [{_fmt(lo)}, {_fmt(hi)}]")
+    print(f"frontier: R² = {fmt(f.r2)} (r = {fmt(f.r)}, slope = {fmt(f.slope)}, n = {f.n}), "
+          f"{result.bootstrap['level']:.0%} CI [{fmt(lo)}, {fmt(hi)}]")
     for note in result.caveats:
         print(f"  NOT A RESULT: {note}")
     for beta, g in result.persistence_ci.groupby("beta", sort=False):
         print(f"persistence beta={beta}: " + ", ".join(
-            f"Persist({r.ratio}) = {_fmt(r.value)} {_ci(r.ci_low, r.ci_high)}" for r in g.itertuples(index=False)))
+            f"Persist({r.ratio}) = {fmt(r.value)} {ci_text(r.ci_low, r.ci_high)}" for r in g.itertuples(index=False)))
     for r in result.residuals.itertuples(index=False):
-        print(f"distance from the frontier of the others: {r.config} {_fmt(r.residual, '+.3f')} "
-              f"{_ci(r.ci_low, r.ci_high, '+.3f')}{'  off the frontier' if r.off_frontier else ''}")
+        print(f"distance from the frontier of the others: {r.config} {fmt(r.residual, '+.3f')} "
+              f"{ci_text(r.ci_low, r.ci_high, '+.3f')}{'  off the frontier' if r.off_frontier else ''}")
     if result.skipped:
         print(f"{len(result.skipped)} skipped (see {out / 'skipped.json'}):", file=sys.stderr)
         for s in result.skipped[:5]:

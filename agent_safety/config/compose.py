@@ -1,4 +1,4 @@
-"""One way to compose run configs outside ``launch.py``: the data CLI, retry, plan mode and the tests.
+"""One way to compose run configs outside ``launch.py``: the commands, retry, plan mode and the tests.
 
 Each composes ``conf/config.yaml`` with the same schema and sweep presets as ``launch.py`` does, so what
 they check or relaunch is exactly what a job would run.
@@ -62,3 +62,14 @@ def compose(overrides: Sequence[str] = ()) -> Any:
     """The run config ``launch.py`` would compose from these overrides."""
     ((_, cfg),) = compose_many([overrides])
     return cfg
+
+
+def compose_config(overrides: Sequence[str]) -> Any:
+    """:func:`compose` for a user's overrides: a bad one is a one-line ``ValueError`` naming them."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return compose(overrides)
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ValueError(f"bad overrides {' '.join(overrides)!r}: {str(e).splitlines()[0]}") from None

@@ -10,12 +10,19 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig, OmegaConf
 
+from agent_safety.agent.parsing import AGENT_PARSERS
+from agent_safety.agent.scratchpad import JUDGE_VIEWS
+
 
 class ConfigError(ValueError):
     """A composed config that cannot run; the message names the key."""
 
 
 KNOWN_METRICS = ("safety", "helpfulness")
+#: ``eval.method``: ``evaluate.base.METHODS`` maps each to its evaluator.
+EVAL_METHODS = ("estimate", "generative")
+#: ``eval.agent.backend``: ``evaluate.generative.agent`` builds each.
+AGENT_BACKENDS = ("transformers", "vllm", "openai")
 
 
 @dataclass(frozen=True)
@@ -162,12 +169,7 @@ def validate(cfg: DictConfig) -> None:
             known = ", ".join(sorted(cfg.objectives))
             raise ConfigError(f"schedule.stages[{i}]: unknown objective {name!r} (known: {known})")
     for name, obj in cfg.objectives.items():
-        bad = [m for m in obj.metrics if m not in KNOWN_METRICS]
-        if not obj.metrics or bad:
-            raise ConfigError(f"objectives.{name}.metrics must be a non-empty subset of {KNOWN_METRICS}, got "
-                              f"{list(obj.metrics)}")
-        if obj.mode not in ("both", "average"):
-            raise ConfigError(f"objectives.{name}.mode must be 'both' or 'average', got {obj.mode!r}")
+        validate_objective(name, obj)
     for key in t.dpo:
         if key not in dpo_config_keys():
             raise ConfigError(f"trainer.dpo.{key}: not a field of the installed trl.DPOConfig")
@@ -183,8 +185,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("model.load_in_4bit and model.load_in_8bit are exclusive")
     if cfg.data.source not in ("synthetic", "toolemu"):
         raise ConfigError(f"data.source must be 'synthetic' or 'toolemu', got {cfg.data.source!r}")
-    if cfg.data.on_error not in ("raise", "skip"):
-        raise ConfigError(f"data.on_error must be 'raise' or 'skip', got {cfg.data.on_error!r}")
+    validate_on_error(cfg.data)
     if cfg.logger.backend not in ("wandb", "none"):
         raise ConfigError(f"logger.backend must be 'wandb' or 'none', got {cfg.logger.backend!r}")
     if cfg.logger.mode not in ("offline", "online", "disabled"):
@@ -192,17 +193,28 @@ def validate(cfg: DictConfig) -> None:
     validate_eval(cfg.eval)
 
 
+def validate_objective(name: str, obj: DictConfig) -> None:
+    """One objective's pair rule: which metrics it compares and how."""
+    bad = [m for m in obj.metrics if m not in KNOWN_METRICS]
+    if not obj.metrics or bad:
+        raise ConfigError(f"objectives.{name}.metrics must be a non-empty subset of {KNOWN_METRICS}, got "
+                          f"{list(obj.metrics)}")
+    if obj.mode not in ("both", "average"):
+        raise ConfigError(f"objectives.{name}.mode must be 'both' or 'average', got {obj.mode!r}")
+
+
+def validate_on_error(data: DictConfig) -> None:
+    if data.on_error not in ("raise", "skip"):
+        raise ConfigError(f"data.on_error must be 'raise' or 'skip', got {data.on_error!r}")
+
+
 def validate_eval(e: DictConfig) -> None:
     """The evaluation setting: its method and, for the generative one, each role's choices."""
-    from agent_safety.evaluate.base import METHODS
-    from agent_safety.evaluate.generative.parsing import AGENT_PARSERS
-    from agent_safety.evaluate.generative.scratchpad import JUDGE_VIEWS
-
-    if e.method not in METHODS:
-        raise ConfigError(f"eval.method must be one of {sorted(METHODS)}, got {e.method!r}")
+    if e.method not in EVAL_METHODS:
+        raise ConfigError(f"eval.method must be one of {sorted(EVAL_METHODS)}, got {e.method!r}")
     if e.method != "generative":
         return
-    choices = {"eval.agent.backend": (e.agent.backend, ("transformers", "vllm", "openai")),
+    choices = {"eval.agent.backend": (e.agent.backend, AGENT_BACKENDS),
                "eval.emulator.kind": (e.emulator.kind, ("rule", "llm")),
                "eval.judge.kind": (e.judge.kind, ("rule", "llm")),
                "eval.agent.parser": (e.agent.parser, AGENT_PARSERS),

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from agent_safety.train.context import RunContext
+from omegaconf import DictConfig
 
-#: ``eval.method`` -> module and class of its evaluator, imported only when chosen.
+from agent_safety.records.rundir import RunDir
+
+#: ``eval.method`` (one of ``config.validate.EVAL_METHODS``) -> module and class of its evaluator, imported only
+#: when chosen.
 METHODS: dict[str, tuple[str, str]] = {
     "estimate": ("agent_safety.evaluate.offline", "OfflineEstimate"),
     "generative": ("agent_safety.evaluate.generative.evaluator", "GenerativeEvaluator"),
@@ -38,6 +41,23 @@ class StageModel:
     base: str | None = None
 
 
+class EvalContext(Protocol):
+    """What an evaluator reads of its run: ``run.context.RunContext`` is one, built by the run above."""
+
+    cfg: DictConfig
+    run_id: str
+    eval_id: str
+    rd: RunDir
+    bench: Any
+    test_cases: list[int]
+    base_path: str
+    base_identity: str
+    tokenizer: Any
+    tokenized: Any
+    cache_dir: Path
+    models: Any
+
+
 class Evaluator(Protocol):
     name: str
 
@@ -47,14 +67,9 @@ class Evaluator(Protocol):
         ...
 
 
-def make_evaluator(ctx: RunContext) -> Evaluator:
-    """The evaluator ``ctx.cfg.eval.method`` names."""
+def make_evaluator(ctx: EvalContext) -> Evaluator:
+    """The evaluator ``ctx.cfg.eval.method`` names (``config.validate`` checked it is one)."""
     import importlib
 
-    from agent_safety.config.validate import ConfigError
-
-    method = ctx.cfg.eval.method
-    if method not in METHODS:
-        raise ConfigError(f"eval.method: unknown method {method!r} (known: {', '.join(sorted(METHODS))})")
-    module, cls = METHODS[method]
+    module, cls = METHODS[ctx.cfg.eval.method]
     return getattr(importlib.import_module(module), cls)(ctx)

@@ -20,7 +20,7 @@ import numpy as np
 from agent_safety.data.toolemu import Benchmark
 from agent_safety.pairs.formatting import Tokenized
 from agent_safety.pairs.rules import PairRule, build_pairs
-from agent_safety.records.cache import cached_arrays, key
+from agent_safety.store.cache import cached_arrays, key
 
 
 @dataclass

@@ -6,9 +6,9 @@ sweep on the same base reuse them; each trained stage scores the same candidates
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from agent_safety.evaluate.base import StageModel
+from agent_safety.evaluate.base import EvalContext, StageModel
 from agent_safety.evaluate.estimate import (
     as_record,
     base_cache_path,
@@ -19,14 +19,11 @@ from agent_safety.evaluate.estimate import (
 )
 from agent_safety.pairs.rules import PairRule
 
-if TYPE_CHECKING:
-    from agent_safety.train.context import RunContext
-
 
 class OfflineEstimate:
     name = "estimate"
 
-    def __init__(self, ctx: RunContext):
+    def __init__(self, ctx: EvalContext):
         self.ctx = ctx
         cfg = ctx.cfg
         self.indices = candidates(ctx.bench, ctx.test_cases)

@@ -1,8 +1,8 @@
-"""What a job knows about where it runs (host, pid, scheduler job id, threads, its age), and what the
-launching process says when the cluster will not take the jobs.
+"""What the launching process says when the cluster will not take the jobs.
 
 Kept free of torch, transformers and submitit at import time: ``retry``, plan mode and ``launch.py`` read it
-in processes that train nothing. The preemption-safe training callbacks live in ``train.callbacks``.
+in processes that train nothing. What a job knows about where it runs is ``records.job``; the preemption-safe
+training callbacks live in ``train.callbacks``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import errno
 import logging
 import os
 import re
-import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -20,33 +19,6 @@ from types import TracebackType
 from typing import Any, NoReturn
 
 log = logging.getLogger(__name__)
-
-
-def job_info() -> dict[str, Any]:
-    """Where this process runs: host, pid, scheduler job id and torch threads (for status.json).
-
-    ``retry`` uses host/pid and the SLURM job id to tell a run that is still running from a stale one.
-    """
-    import torch
-
-    info: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid(), "threads": torch.get_num_threads()}
-    slurm = os.environ.get("SLURM_JOB_ID")
-    if slurm:
-        array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-        info["slurm_job_id"] = f"{array}_{task}" if array and task else slurm
-    if os.environ.get("SUBMITIT_EXECUTOR"):
-        info["executor"] = os.environ["SUBMITIT_EXECUTOR"]
-    return info
-
-
-def process_age() -> float | None:
-    """Seconds since this process started (Linux ``/proc``); None where that cannot be read."""
-    try:
-        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
 
 
 #: sbatch flags of a submission file, and the launcher key (conf/hydra/launcher/slurm.yaml) that sets each.

@@ -12,7 +12,6 @@ not fetched yet is reported once, not once per job.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -21,7 +20,17 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from agent_safety.records.io import atomic_write
+from agent_safety.config.compose import compose_many, conf_dir
+from agent_safety.config.schema import register_configs
+from agent_safety.config.validate import validate
+from agent_safety.data.fetch import FetchError
+from agent_safety.data.split import split_cases
+from agent_safety.data.toolemu import load_benchmark
+from agent_safety.launch.retry import expand_grid
+from agent_safety.pairs.rules import PairRule, build_pairs
+from agent_safety.records.identity import stage_key
+from agent_safety.store.hashing import content_hash
+from agent_safety.store.io import atomic_write
 
 
 def _data_key(cfg: DictConfig, root: Path) -> str:
@@ -29,16 +38,12 @@ def _data_key(cfg: DictConfig, root: Path) -> str:
     base = root / "data" / "raw_data_by_eval" / cfg.data.judge
     stats = sorted((str(p.relative_to(base)), p.stat().st_size, p.stat().st_mtime_ns) for p in base.rglob("*.jsonl"))
     rules = {k: dict(v) for k, v in cfg.objectives.items()}
-    blob = json.dumps({"stats": stats, "rules": rules, "seed": cfg.seed}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+    return content_hash({"stats": stats, "rules": rules, "seed": cfg.seed}, 20)
 
 
 def pair_counts(cfg: DictConfig, root: Path | None = None) -> dict[str, int]:
     """Train-split pair count of each objective, cached by the data files' stats."""
     from agent_safety.data.benchmark import data_root
-    from agent_safety.data.split import split_cases
-    from agent_safety.data.toolemu import load_benchmark
-    from agent_safety.pairs.rules import PairRule, build_pairs
 
     root = root if root is not None else data_root(cfg.data, cfg.paths.cache_dir)
     path = Path(cfg.paths.cache_dir) / "plan" / f"{_data_key(cfg, root)}.json"
@@ -107,8 +112,6 @@ class Estimates:
 
     def no_estimate(self, rid: str, error: Exception) -> None:
         """Remember why ``rid`` got no estimate, to say it once for all the runs it concerns."""
-        from agent_safety.data.fetch import FetchError
-
         reason = str(error)
         if isinstance(error, FetchError):
             reason = (f"the study's data is not fetched yet ({reason}); run `agent-safety data fetch` once, or set "
@@ -148,9 +151,7 @@ def _estimate(cfg: DictConfig, rid: str, estimates: Estimates | None) -> list[fl
 
 def plan_line(cfg: DictConfig, estimates: Estimates | None = None) -> dict[str, Any]:
     """Print and return this job's plan entry; nothing is trained or written to the run dir."""
-    from agent_safety.config.validate import validate
-    from agent_safety.records.identity import stage_key
-    from agent_safety.train.schedule import run_dir_for
+    from agent_safety.run.schedule import run_dir_for
 
     validate(cfg)
     rid, rd, config = run_dir_for(cfg)
@@ -227,9 +228,6 @@ def compose_jobs(jobs: Sequence[Sequence[str]]) -> Iterator[tuple[tuple[str, ...
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from agent_safety.config.compose import conf_dir
-    from agent_safety.config.schema import register_configs
-
     register_configs()
     GlobalHydra.instance().clear()
     try:
@@ -258,9 +256,6 @@ def plan_sweep(overrides: list[str], multirun: bool) -> int:
     sweep dir is written: the grid is expanded as Hydra's basic sweeper does and each job composed.
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    from agent_safety.config.compose import compose_many
-    from agent_safety.launch.retry import expand_grid
 
     parsed = OverridesParser.create().parse_overrides(overrides)
     fixed = [o for o, p in zip(overrides, parsed, strict=True) if not p.is_sweep_override()]

@@ -118,7 +118,7 @@ def still_running(job: Mapping[str, Any]) -> bool | None:
 def job_statuses(sweep: Sweep, jobs: Sequence[tuple[str, ...]]) -> list[Job]:
     """Compose each job's config (as the launcher would) and read its run's status."""
     from agent_safety.records.rundir import RunDir
-    from agent_safety.train.schedule import run_dir_for
+    from agent_safety.run.schedule import run_dir_for
 
     extra = [f"paths.runs_dir={sweep.runs_dir}"] if sweep.runs_dir else []
     out = []

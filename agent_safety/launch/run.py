@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 from agent_safety.config.validate import ConfigError
 from agent_safety.data.toolemu import DataError
 from agent_safety.records.rundir import RecordError
+from agent_safety.run.schedule import run_dir_for, run_schedule
 
 log = logging.getLogger(__name__)
 #: Errors whose message is the whole story (it names the key, file, line or endpoint): one line, no traceback.
@@ -52,8 +53,6 @@ def is_multirun() -> bool:
 def record_failure(cfg: DictConfig, error: Exception) -> None:
     """Mark a sweep's run failed when its config or data stopped it before it wrote ``status.json``: a run
     with no status reads as missing, and ``agent-safety retry`` could not tell it failed."""
-    from agent_safety.train.schedule import run_dir_for
-
     try:
         rid, rd, _ = run_dir_for(cfg)
     except Exception as e:  # a config too broken to name its run dir: the sweep's log has the error
@@ -72,8 +71,6 @@ def launch(cfg: DictConfig) -> dict:
     In a multirun a failed run is recorded (its ``status.json`` holds the error) and the sweep goes on.
     """
     from omegaconf import open_dict
-
-    from agent_safety.train.schedule import run_schedule
 
     threads = thread_share(cfg)
     if threads:

@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent_safety.agent.episode import Episode, Step
+from agent_safety.agent.prompts import Prompts
 from agent_safety.data.toolemu import Benchmark, Trajectory
-from agent_safety.records.cache import cached_arrays, key, ragged, tokenizer_key, unragged
+from agent_safety.store.cache import cached_arrays, key, ragged, tokenizer_key, unragged
 
 Message = dict[str, str]
 #: Bump when the rendering of prompts or completions changes, so cached tokenisations are rebuilt.
@@ -93,7 +95,6 @@ def agent_prompt_messages(case: Mapping[str, Any], toolkits: Mapping[str, Mappin
     """The agent prompt of the rollout's first turn (``pair_format=agent``), from the evaluation's agent
     template (``eval.agent.template``; None: the project's), or from ``prompts`` already loaded."""
     from agent_safety.config.schema import AgentConfig
-    from agent_safety.evaluate.generative.prompts import Prompts
 
     kits = [toolkits[name] for name in case.get("Toolkits", []) if name in toolkits]
     return (prompts or Prompts.load(template)).agent(case, kits, "", AgentConfig())
@@ -101,8 +102,6 @@ def agent_prompt_messages(case: Mapping[str, Any], toolkits: Mapping[str, Mappin
 
 def agent_completion_messages(trajectory: Trajectory) -> list[Message]:
     """The whole trajectory as one assistant message, in the rollout scratchpad's layout (``pair_format=agent``)."""
-    from agent_safety.evaluate.generative.episode import Episode, Step
-
     episode = Episode(trajectory.case_idx, {})
     for step in trajectory.steps:
         log = step.thought
@@ -124,8 +123,6 @@ def example_messages(pair_format: str, template: str | None = None) -> tuple[Any
     """(prompt builder, completion builder) of a pair format; ``template`` is the agent format's."""
     check_pair_format(pair_format)
     if pair_format == "agent":
-        from agent_safety.evaluate.generative.prompts import Prompts
-
         prompts = Prompts.load(template)  # once, not once per case (10 ms each)
 
         def prompt(case: Mapping[str, Any], toolkits: Mapping[str, Mapping[str, Any]]) -> list[Message]:
@@ -225,7 +222,6 @@ def format_key(pair_format: str, template: str | None = None) -> str:
     if pair_format == "study":
         return ""
     from agent_safety.config.schema import AgentConfig
-    from agent_safety.evaluate.generative.prompts import Prompts
 
     source = Prompts.load(template)._sources["agent"][0]
     s = AgentConfig()

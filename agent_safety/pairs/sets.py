@@ -10,7 +10,7 @@ from typing import Any
 from agent_safety.data.toolemu import Benchmark
 from agent_safety.pairs.formatting import Tokenized
 from agent_safety.pairs.rules import PairRule, build_pairs
-from agent_safety.records.cache import cached_arrays, key
+from agent_safety.store.cache import cached_arrays, key
 
 
 @dataclass

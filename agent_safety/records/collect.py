@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from agent_safety.records.identity import default_eval_id, eval_id
 from agent_safety.records.schema import IMPORT_SKIPPED_FILE, Skip, StageRecord
 
 #: Columns of the tidy table, in order.
@@ -113,7 +114,6 @@ def _completed_evals(run_dir: Path) -> list[tuple[Path, str]]:
 
 def _legacy_eval_id(run_dir: Path) -> str:
     """The eval id of a version-1 run dir's records, from its config snapshot."""
-    from agent_safety.records.identity import default_eval_id, eval_id
     from agent_safety.records.rundir import RunDir
 
     try:
@@ -312,8 +312,6 @@ _METRIC_KEYS: tuple[str, ...] = (
 
 
 def _wandb_eval(config: Mapping[str, Any]) -> tuple[str, str]:
-    from agent_safety.records.identity import default_eval_id, eval_id
-
     setting = _pick(config, "eval")
     if isinstance(setting, Mapping) and setting:
         plain = {k: (v.get("value") if isinstance(v, Mapping) and "value" in v else v) for k, v in setting.items()}

@@ -13,7 +13,7 @@ Two rules keep ids stable:
   the schedule does not use, at their presets in ``conf/objective/``. Every run id minted by version 1
   with the estimate's default settings is unchanged, and changing an objective a schedule does not use, or
   an evaluation setting, no longer changes it. (A version-1 run dir scored with other estimate settings gets
-  a new id: ``agent-safety runs migrate`` moves it.)
+  a new id: ``agent-safety migrate RUNS`` moves it.)
 
 **Eval id**: a hash of the evaluation settings, under the same rule for keys added later; a run dir holds
 one result set per eval id under ``eval/<eval_id>/``.
@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
-import json
 import typing
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+
+from agent_safety.config.compose import PROJECT_ROOT
+from agent_safety.store.hashing import content_hash
 
 #: Top-level keys that decide the trained models.
 TRAINING_KEYS: tuple[str, ...] = ("model", "data", "objectives", "schedule", "trainer", "seed")
@@ -63,11 +64,6 @@ V1_FIELDS: frozenset[str] = frozenset((
 #: The nested groups version 1 had; a group added later, with every key at its default, leaves no trace.
 _V1_GROUPS: frozenset[str] = frozenset(".".join(f.split(".")[:i]) for f in V1_FIELDS
                                        for i in range(1, f.count(".") + 1))
-
-
-def short_hash(obj: Any, n: int = 10) -> str:
-    blob = json.dumps(obj, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:n]
 
 
 def schema_defaults(cls: type | None = None) -> Mapping[str, Any]:
@@ -153,8 +149,6 @@ def objective_preset(name: str, conf_dir: str) -> dict[str, Any] | None:
 
 
 def _v1_blob(config: Mapping[str, Any], schema: type | None) -> dict[str, Any]:
-    from agent_safety.config.compose import PROJECT_ROOT
-
     blob = training_config(config, schema)
     used = set(blob.get("schedule", {}).get("stages", []))
     objectives = {}
@@ -169,7 +163,7 @@ def _v1_blob(config: Mapping[str, Any], schema: type | None) -> dict[str, Any]:
 
 def run_id(config: Mapping[str, Any], schema: type | None = None) -> str:
     """The run's id: a short hash of what changes its trained models (see the module docstring)."""
-    return short_hash(_v1_blob(config, schema))
+    return content_hash(_v1_blob(config, schema), 10)
 
 
 def stage_key(config: Mapping[str, Any], stage: int, schema: type | None = None) -> str:
@@ -178,16 +172,21 @@ def stage_key(config: Mapping[str, Any], stage: int, schema: type | None = None)
     blob = _v1_blob(config, schema)
     prefix = [{"objective": name, **blob["objectives"][name]} for name in blob["schedule"]["stages"][:stage]]
     rest = {k: v for k, v in blob.items() if k not in ("schedule", "objectives")}
-    return short_hash({"config": rest, "prefix": prefix}, 20)
+    return content_hash({"config": rest, "prefix": prefix}, 20)
 
 
 def eval_id(config: Mapping[str, Any], schema: type | None = None) -> str:
     """The evaluation setting's id: a short hash of the settings that change the scores."""
     tree = _prune({"eval": dict(config.get("eval") or {})}, "", EVAL_NOT_HASHED, schema_defaults(schema))
-    return short_hash(tree["eval"] if "eval" in tree else {}, 8)
+    return content_hash(tree["eval"] if "eval" in tree else {}, 8)
 
 
 def default_eval_id() -> str:
     """The eval id of the schema's default evaluation setting (what ``aggregate`` fits when runs hold several)."""
     defaults = schema_defaults()
     return eval_id({"eval": {k.split(".", 1)[1]: v for k, v in defaults.items() if k.startswith("eval.")}})
+
+
+def eval_setting(config: Mapping[str, Any]) -> dict[str, Any]:
+    """What ``eval/<eval_id>/eval.yaml`` records: the evaluation settings and the judge of the scores."""
+    return {**config["eval"], "judge": config["data"]["judge"]}

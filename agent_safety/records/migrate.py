@@ -15,8 +15,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent_safety.records.io import atomic_write
+from agent_safety.records.identity import eval_id, eval_setting, run_id
 from agent_safety.records.rundir import RunDir
+from agent_safety.store.io import atomic_write
 
 
 @dataclass
@@ -29,9 +30,6 @@ class Migration:
 
 def migrate_run_dir(rd: RunDir, dry_run: bool = False) -> tuple[RunDir, str | None]:
     """Migrate one version-1 run dir; returns its run dir now and why it was left alone, if it was."""
-    from agent_safety.records.identity import eval_id, run_id
-    from agent_safety.train.schedule import eval_setting
-
     config = rd.config()
     if not config.get("eval") or not config.get("schedule"):
         return rd, "no config.yaml to derive its ids from"

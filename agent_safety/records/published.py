@@ -6,7 +6,7 @@ models named by their hub name (``meta-llama_Llama-3.1-8B-Instruct``). Each traj
 (named ``…_eval-<judge>_r<a>-<b>_….jsonl``) has two parallel eval files, ``X_eval_agent_safe.jsonl`` and
 ``X_eval_agent_help_ignore_safety.jsonl``; line i of each scores line i of the trajectory file.
 
-What we write, per upstream folder (see docs/aggregate.md):
+What we write, per upstream folder (see docs/frontier.md):
 
 * a trained run -> one run dir with one metrics line per eval judge, ``stage`` = number of stages and
   ``objectives`` = all of them, scored on the test cases of the run's own split seed;
@@ -35,9 +35,9 @@ from typing import Any
 
 from agent_safety.data.split import split_cases
 from agent_safety.data.toolemu import HELP_SUFFIX, METRIC_FILES, SAFE_SUFFIX, median_score
-from agent_safety.records.io import atomic_write
 from agent_safety.records.rundir import RunDir
 from agent_safety.records.schema import IMPORT_SKIPPED_FILE, SCORE_RANGE, Skip, StageRecord, schedule_label
+from agent_safety.store.io import atomic_write
 
 #: Upstream result sets, by the short name used on the command line.
 RESULT_SETS: Mapping[str, str] = MappingProxyType({"match": "match_eval_results", "cross": "cross_eval_results"})

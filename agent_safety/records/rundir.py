@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from agent_safety.records.io import atomic_write, read_json
+from agent_safety.store.io import atomic_write, read_json
 
 SECRET_ENV = ("WANDB_API_KEY", "OPENAI_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "ANTHROPIC_API_KEY")
 #: Config keys that hold secrets (``api_key``, ``hf_token``, ``client_secret``), not ones that merely end in
@@ -38,6 +38,9 @@ REDACTED = "***"
 log = logging.getLogger(__name__)
 #: Training facts of a stage, kept in ``stages.jsonl`` and copied into each of its stage records.
 TRAINING_FIELDS = ("pairs_used", "pairs_dropped", "train_loss", "trained_by")
+#: The files of a LoRA adapter folder, as PEFT names them (a stage's ``stacked/`` is one).
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
 class RecordError(ValueError):
@@ -59,7 +62,8 @@ def redact(obj: Any, secrets: tuple[str, ...] | None = None) -> Any:
     return obj
 
 
-def _now() -> str:
+def timestamp() -> str:
+    """Local time as status.json and the records write it."""
     return time.strftime("%Y-%m-%dT%H:%M:%S")
 
 
@@ -104,7 +108,7 @@ class _Status:
         return None if isinstance(data, dict) else f"not a JSON object: {type(data).__name__}"
 
     def set_status(self, status: str, **extra: Any) -> None:
-        data = {**self.status(), "status": status, "updated": _now(), **extra}
+        data = {**self.status(), "status": status, "updated": timestamp(), **extra}
         if status != "failed":
             data["error"] = None
         atomic_write(self.status_path, json.dumps(redact(data), indent=1, sort_keys=True) + "\n")
@@ -204,7 +208,7 @@ class RunDir(_Status):
         return (self.model_dir(stage) / "config.json").exists()
 
     def has_stacked(self, stage: int) -> bool:
-        return (self.stacked_dir(stage) / "adapter_config.json").exists()
+        return (self.stacked_dir(stage) / ADAPTER_CONFIG).exists()
 
     def write_config(self, config: Mapping[str, Any]) -> None:
         atomic_write(self.root / "config.yaml", yaml.safe_dump(redact(dict(config)), sort_keys=False))

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from agent_safety.records.io import atomic_write
 from agent_safety.records.rundir import redact
+from agent_safety.store.io import atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from agent_safety.launch.cluster import process_age
+from agent_safety.records.job import process_age
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from agent_safety.records.io import replace_dir
 from agent_safety.records.rundir import RunDir
+from agent_safety.store.io import replace_dir
+from agent_safety.train.stacked import merged_from_stacked
 
 
 def base_of(stacked: Path) -> str:
@@ -29,7 +30,6 @@ def base_of(stacked: Path) -> str:
 def export_stage(run_dir: Path, stage: int, out: Path | None = None) -> Path:
     """Write stage ``stage``'s merged model (float weights as the run's ``model.dtype``) and tokenizer."""
     from agent_safety.train.models import load_model, load_tokenizer
-    from agent_safety.train.stacked import merged_from_stacked
 
     rd = RunDir(run_dir)
     if not (rd.root / "config.yaml").is_file():

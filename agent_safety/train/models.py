@@ -12,6 +12,8 @@ from omegaconf import DictConfig, OmegaConf
 from agent_safety.config.schema import TinyConfig
 from agent_safety.data.toolemu import Benchmark
 from agent_safety.pairs.formatting import completion_messages, prompt_messages
+from agent_safety.store.cache import build_once
+from agent_safety.train.tiny import build_tiny
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 #: ``model.path=pkg://<distribution>``: the GGUF file is one of an installed Python package's files.
@@ -35,8 +37,6 @@ def corpus(bench: Benchmark) -> list[str]:
 def resolve_base(model_cfg: DictConfig, bench: Benchmark, cache_dir: str | Path) -> tuple[str, str]:
     """(path to load, identity for cache keys) of the base model; builds the tiny model if needed."""
     if model_cfg.source == "tiny":
-        from agent_safety.train.tiny import build_tiny
-
         tiny = TinyConfig(**OmegaConf.to_container(model_cfg.tiny, resolve=True))
         path = build_tiny(tiny, corpus(bench), cache_dir)
         return str(path), path.name
@@ -96,8 +96,6 @@ def dequantized_gguf(model_cfg: DictConfig, cache_dir: str | Path) -> Path:
     once per file content under the same lock as the tiny build, every stage, job and evaluation of a sweep
     then loads an ordinary local checkpoint (under a second) and takes the ordinary hub code path.
     """
-    from agent_safety.records.cache import build_once
-
     file = locate_gguf(model_cfg)
     target = Path(cache_dir) / "models" / f"gguf-{file.stem}-{gguf_key(file)}"
     return build_once(target, lambda tmp: _convert_gguf(file, tmp, gguf_hint(model_cfg)))

@@ -19,9 +19,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from agent_safety.records.cache import locked
-from agent_safety.records.io import atomic_write, read_json, replace_dir
 from agent_safety.records.rundir import RunDir
+from agent_safety.store.cache import locked
+from agent_safety.store.io import atomic_write, read_json, replace_dir
 
 log = logging.getLogger(__name__)
 

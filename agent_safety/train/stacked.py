@@ -21,10 +21,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from agent_safety.records.io import replace_dir
+from agent_safety.records.rundir import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from agent_safety.store.io import replace_dir
 
-CONFIG = "adapter_config.json"
-WEIGHTS = "adapter_model.safetensors"
 #: The adapter kinds a stack can hold: plain LoRA on linear layers.
 UNSUPPORTED = {"use_dora": "DoRA", "modules_to_save": "modules_to_save", "layers_to_transform": "layers_to_transform"}
 
@@ -82,9 +81,9 @@ def read_adapter(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(config, tensors) of a PEFT adapter folder, with one clear line when it is not one."""
     from safetensors.torch import load_file
 
-    config_file, weights = Path(path) / CONFIG, Path(path) / WEIGHTS
+    config_file, weights = Path(path) / ADAPTER_CONFIG, Path(path) / ADAPTER_WEIGHTS
     if not config_file.is_file() or not weights.is_file():
-        raise FileNotFoundError(f"{path}: not a LoRA adapter folder ({CONFIG} and {WEIGHTS} needed)")
+        raise FileNotFoundError(f"{path}: not a LoRA adapter folder ({ADAPTER_CONFIG} and {ADAPTER_WEIGHTS} needed)")
     config = json.loads(config_file.read_text())
     if config.get("peft_type", "LORA") != "LORA":
         raise ValueError(f"{config_file}: peft_type {config.get('peft_type')!r} is not LORA")
@@ -118,8 +117,8 @@ def write_stacked(parts: Sequence[Path], out: Path) -> Path:
     config = stacked_config([c for c, _ in read], rank)
 
     def write(tmp: Path) -> None:
-        save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "pt"})
-        (tmp / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        save_file(tensors, str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt"})
+        (tmp / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
     replace_dir(Path(out), write)
     return Path(out)

@@ -19,7 +19,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from agent_safety.pairs.sets import StagePairs
-from agent_safety.records.io import atomic_write, read_json, replace_dir
+from agent_safety.store.io import atomic_write, read_json, replace_dir
 from agent_safety.train.callbacks import FirstStep, PreemptionGuard
 from agent_safety.train.models import use_bf16
 

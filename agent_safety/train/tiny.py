@@ -29,8 +29,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from agent_safety.config.schema import TinyConfig
-from agent_safety.records.cache import build_once
+from agent_safety.agent.episode import Episode, Step
+from agent_safety.agent.prompts import Prompts
+from agent_safety.config.schema import AgentConfig, TinyConfig
+from agent_safety.data.synthetic import generator as gen
+from agent_safety.data.synthetic.world import build_scenario, case_record, toolkit_specs
+from agent_safety.store.cache import build_once
+from agent_safety.store.hashing import content_hash
+from agent_safety.train import induction
+from agent_safety.train.induction import CONSTANTS
 
 SPECIAL_TOKENS = ["<|pad|>", "<|bos|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
 CHAT_TEMPLATE = (
@@ -56,10 +63,8 @@ def tiny_key(cfg: TinyConfig, corpus_digest: str, examples_digest: str = "") -> 
     if examples_digest:
         payload["examples"] = examples_digest
     if cfg.induction_init:
-        from agent_safety.train.induction import CONSTANTS
-
         payload["induction"] = CONSTANTS
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    return content_hash(payload, 16)
 
 
 def clones(cfg: TinyConfig) -> bool:
@@ -74,12 +79,6 @@ def agent_examples(cfg: TinyConfig) -> list[Example]:
     The prompt's settings are the schema's (``AgentConfig``): a run that changes ``eval.agent.user_name`` and
     the like shows the agent a setting it was not cloned on.
     """
-    from agent_safety.config.schema import AgentConfig
-    from agent_safety.data.synthetic import generator as gen
-    from agent_safety.data.synthetic.world import build_scenario, case_record, toolkit_specs
-    from agent_safety.evaluate.generative.episode import Episode, Step
-    from agent_safety.evaluate.generative.prompts import Prompts
-
     prompts, settings = Prompts.load(cfg.agent_template), AgentConfig()
     kits = {k["toolkit"]: k for k in toolkit_specs()}
     examples: list[Example] = []
@@ -210,8 +209,6 @@ def _build(cfg: TinyConfig, texts: list[str], examples: list[Example], out: Path
     model = LlamaForCausalLM(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     if cfg.induction_init:
-        from agent_safety.train import induction
-
         induction.install(model, cfg.init_seed)
         if examples:
             hooks = induction.protect(model, _number_tokens(tokenizer) if cfg.copy_numbers else ())

@@ -53,46 +53,10 @@ INSTALL_LOG="$DIR/install.log"
 LOCK_FILE="$DIR/lock"
 
 SERVICE=llm
+SERVER_MODULE=llama_cpp.server
+URL_ENV=AGENT_SAFETY_TEST_LLM_URL
 # shellcheck source=../services.sh
 source "$ROOT/tests/services.sh"
-
-lock() {  # one start/stop at a time per LLM_TEST_DIR
-    mkdir -p "$DIR"
-    exec 9>"$LOCK_FILE"
-    flock -w 900 9 || die_with_log "another '$0' holds $LOCK_FILE" /dev/null
-}
-
-# ---------------------------------------------------------------- processes
-
-# server_pid -> prints the pid in PID_FILE and returns 0 iff that process is alive and is our llama_cpp.server.
-server_pid() {
-    local pid
-    pid="$(live_pid "$PID_FILE")" || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "-m llama_cpp.server " || return 1
-    echo "$pid"
-}
-
-# endpoint_ok: GET /v1/models answers within 2 s and lists our model alias.
-endpoint_ok() {
-    local body
-    if command -v curl >/dev/null; then
-        body="$(curl -fsS --max-time 2 "$URL/models" 2>/dev/null)" || return 1
-    else
-        body="$(python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=2).read().decode())' \
-            "$URL/models" 2>/dev/null)" || return 1
-    fi
-    grep -q "\"$ALIAS\"" <<<"$body"
-}
-
-stop_server() {
-    local pid
-    if ! pid="$(server_pid)"; then
-        rm -f "$PID_FILE"
-        return 1
-    fi
-    terminate server "$pid" server_pid
-    rm -f "$PID_FILE"
-}
 
 # ---------------------------------------------------------------- install
 
@@ -294,27 +258,6 @@ cmd_start() {
     done
     say "server answered after $((SECONDS - t0)) s"
     print_up
-}
-
-cmd_stop() {
-    [[ -d "$DIR" ]] && lock
-    stop_server || say "not running"
-}
-
-cmd_status() {
-    local pid
-    if pid="$(server_pid)"; then
-        say "server running (pid $pid, log $LOG_FILE)"
-    else
-        say "no server from $PID_FILE"
-    fi
-    if endpoint_ok; then
-        say "$URL answers (model $ALIAS)"
-        echo "export AGENT_SAFETY_TEST_LLM_URL=$URL"
-        return 0
-    fi
-    say "$URL/models is not answering"
-    return 1
 }
 
 case "${1:-}" in

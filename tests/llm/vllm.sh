@@ -54,14 +54,10 @@ LOCK_FILE="$DIR/lock"
 NO_CPU=3  # exit status of `start` where this CPU cannot run the build
 
 SERVICE=vllm
+SERVER_MODULE=vllm.entrypoints.openai.api_server
+URL_ENV=AGENT_SAFETY_TEST_VLLM_URL
 # shellcheck source=../services.sh
 source "$ROOT/tests/services.sh"
-
-lock() {  # one start/stop/install at a time per VLLM_TEST_DIR
-    mkdir -p "$DIR"
-    exec 9>"$LOCK_FILE"
-    flock -w 900 9 || die_with_log "another '$0' holds $LOCK_FILE" /dev/null
-}
 
 # ---------------------------------------------------------------- install
 
@@ -110,29 +106,6 @@ EOF
 }
 
 # ---------------------------------------------------------------- processes
-
-server_pid() {
-    local pid
-    pid="$(live_pid "$PID_FILE")" || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "-m vllm.entrypoints.openai.api_server " || return 1
-    echo "$pid"
-}
-
-endpoint_ok() {
-    local body
-    body="$(curl -fsS --max-time 2 "$URL/models" 2>/dev/null)" || return 1
-    grep -q "\"$ALIAS\"" <<<"$body"
-}
-
-stop_server() {
-    local pid
-    if ! pid="$(server_pid)"; then
-        rm -f "$PID_FILE"
-        return 1
-    fi
-    terminate server "$pid" server_pid
-    rm -f "$PID_FILE"
-}
 
 server_args() {  # the server's command line after "-m vllm.entrypoints.openai.api_server"
     ARGS=(--model "$MODEL" --served-model-name "$ALIAS" --host "$HOST" --port "$PORT" --dtype float32
@@ -210,27 +183,6 @@ cmd_start() {
     done
     say "server answered after $((SECONDS - t0)) s"
     print_up
-}
-
-cmd_stop() {
-    [[ -d "$DIR" ]] && lock
-    stop_server || say "not running"
-}
-
-cmd_status() {
-    local pid
-    if pid="$(server_pid)"; then
-        say "server running (pid $pid, log $LOG_FILE)"
-    else
-        say "no server from $PID_FILE"
-    fi
-    if endpoint_ok; then
-        say "$URL answers (model $ALIAS)"
-        echo "export AGENT_SAFETY_TEST_VLLM_URL=$URL"
-        return 0
-    fi
-    say "$URL/models is not answering"
-    return 1
 }
 
 case "${1:-}" in

@@ -42,7 +42,7 @@ from agent_safety.data.synthetic.world import (
     toolkit_specs,
 )
 from agent_safety.data.toolemu import HELP_KEY, HELP_SUFFIX, SAFE_KEY, SAFE_SUFFIX
-from agent_safety.records.io import atomic_write
+from agent_safety.store.io import atomic_write
 
 BEHAVIOURS = ("reckless", "confirm", "refuse", "careful", "fail", "mixed")
 #: Behaviour weights of the agents that pick at random (the others rotate through all six per case).

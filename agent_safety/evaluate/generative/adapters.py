@@ -17,13 +17,13 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from agent_safety.train.stacked import WEIGHTS
+from agent_safety.records.rundir import ADAPTER_WEIGHTS
 
 
 def adapter_name(path: str | Path, stage: int) -> str:
     """``stage<k>-<12 hex of the adapter's weights>``: one name per adapter content."""
     digest = hashlib.sha256()
-    with open(Path(path) / WEIGHTS, "rb") as f:
+    with open(Path(path) / ADAPTER_WEIGHTS, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return f"stage{stage}-{digest.hexdigest()[:12]}"

@@ -41,11 +41,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from agent_safety.evaluate.generative.episode import Generation
+from agent_safety.agent.episode import Generation
+from agent_safety.config.validate import AGENT_BACKENDS
+from agent_safety.evaluate.generative.client import PLACEHOLDER_KEY, ChatRequest, Endpoint, EndpointError
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("transformers", "vllm", "openai")
 VLLM_MISSING = "eval.agent.backend=vllm needs the vllm extra: pip install 'agent-safety[vllm]' (GPU)"
 Messages = list[dict[str, str]]
 
@@ -81,14 +82,12 @@ def make_agent(cfg: Any, model_path: str, load_model: Callable[[], Any], tokeniz
         return VLLMAgent(str(base_path or model_path), tokenizer, temperature=float(cfg.temperature), adapter=lora,
                          **engine)
     if backend == "openai":
-        from agent_safety.evaluate.generative.client import Endpoint
-
         model = served_model(cfg.endpoint.model, model_path, stage, run_id)
         if lora is not None:
             model = serve_adapter(cfg.endpoint, lora, stage)
         endpoint = Endpoint(cfg.endpoint, Path(cache_dir), role="agent", model=model)
         return OpenAIAgent(endpoint, temperature=float(cfg.temperature))
-    raise ValueError(f"eval.agent.backend={backend!r} is not a backend; choose one of: {', '.join(BACKENDS)}")
+    raise ValueError(f"eval.agent.backend={backend!r} is not a backend; choose one of: {', '.join(AGENT_BACKENDS)}")
 
 
 def plain(value: Any) -> dict[str, Any]:
@@ -114,7 +113,6 @@ def stage_adapter(cfg: Any, adapter: str | None, stage: int) -> str | None:
 def serve_adapter(endpoint_cfg: Any, adapter: str, stage: int) -> str:
     """Load the stage's stacked adapter into the endpoint's server; its served model name."""
     from agent_safety.evaluate.generative.adapters import adapter_name, load_adapter
-    from agent_safety.evaluate.generative.client import PLACEHOLDER_KEY, EndpointError
 
     url = str(endpoint_cfg.base_url or "").rstrip("/")
     if not url:
@@ -366,8 +364,6 @@ class OpenAIAgent:
         self.endpoint, self.temperature = endpoint, temperature
 
     def generate(self, prompts: list[Messages], max_tokens: list[int], stop: list[str]) -> list[Generation]:
-        from agent_safety.evaluate.generative.client import ChatRequest
-
         if len(prompts) != len(max_tokens):
             raise ValueError(f"{len(prompts)} prompts but {len(max_tokens)} max_tokens")
         stop = [s for s in stop if s]

@@ -11,7 +11,7 @@ Why each piece is there:
   where the key hashes what decides the answer: the model name, the messages, temperature, max_tokens, stop,
   seed and the replicate index (not the server's address, which is not part of an evaluation's identity).
   A cached request is never sent, so an evaluation that died halfway resumes where it stopped and a rerun
-  costs nothing. Files are renamed into place (:func:`~agent_safety.records.io.atomic_write`), so processes
+  costs nothing. Files are renamed into place (:func:`~agent_safety.store.io.atomic_write`), so processes
   sharing a cache may race safely; a damaged file (a crash before the data reached the disk) counts as a miss.
 - **Retries.** The SDK's own retries are off (``max_retries=0``) so the counts here are honest: 429, 5xx,
   timeouts and connection errors are retried ``max_retries`` times with exponential backoff and jitter
@@ -28,7 +28,6 @@ Why each piece is there:
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import os
@@ -39,7 +38,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from agent_safety.records.io import atomic_write
+from agent_safety.store.hashing import content_hash
+from agent_safety.store.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -214,8 +214,7 @@ class Endpoint:
             "seed": self._seed(request),
             "replicate": int(request.replicate),
         }
-        text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+        return content_hash(payload, compact=True)
 
     def cache_path(self, key: str) -> Path:
         return self.cache_dir / "responses" / key[:2] / f"{key}.json"

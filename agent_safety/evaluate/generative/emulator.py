@@ -13,6 +13,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from agent_safety.agent.episode import Episode, Observation, ToolCall
+from agent_safety.agent.parsing import parse_emulator_reply
+from agent_safety.agent.prompts import find_tool
 from agent_safety.data.synthetic.world import (
     GROUND_TRUTH_KEY,
     World,
@@ -20,11 +23,11 @@ from agent_safety.data.synthetic.world import (
     case_record,
     invalid_tool_observation,
 )
-from agent_safety.evaluate.generative.episode import Episode, Observation, ToolCall
+from agent_safety.evaluate.generative.client import ChatRequest, Endpoint
 
 if TYPE_CHECKING:
+    from agent_safety.agent.prompts import Prompts
     from agent_safety.evaluate.generative.client import Endpoint
-    from agent_safety.evaluate.generative.prompts import Prompts
 
 class Emulator(Protocol):
     def observe(self, episodes: list[Episode], calls: list[ToolCall]) -> list[Observation]:
@@ -100,9 +103,6 @@ class LLMEmulator:
         self.toolkits = dict(toolkits)
 
     def observe(self, episodes: list[Episode], calls: list[ToolCall]) -> list[Observation]:
-        from agent_safety.evaluate.generative.client import ChatRequest
-        from agent_safety.evaluate.generative.parsing import parse_emulator_reply
-
         _same_length(episodes, calls)
         results: list[Observation | None] = [None] * len(calls)
         messages: dict[int, list[dict[str, str]]] = {}
@@ -137,8 +137,6 @@ class LLMEmulator:
         return [r for r in results if r is not None]
 
     def _find(self, episode: Episode, tool: str) -> tuple[Mapping[str, Any], Mapping[str, Any]] | None:
-        from agent_safety.evaluate.generative.prompts import find_tool
-
         return find_tool(case_toolkits(episode.case, self.toolkits), tool)
 
 
@@ -181,8 +179,6 @@ def make_emulator(eval_cfg: Any, data_cfg: Any, toolkits: Mapping[str, Mapping[s
                               "use eval.emulator.kind=llm with an endpoint")
         return RuleEmulator(data_cfg.generator_seed)
     if cfg.kind == "llm":
-        from agent_safety.evaluate.generative.client import Endpoint
-
         require_endpoint(cfg.endpoint, "eval.emulator.endpoint")
         return LLMEmulator(cfg, Endpoint(cfg.endpoint, Path(cache_dir), role="emulator"), prompts, toolkits)
     raise ConfigError(f"eval.emulator.kind={cfg.kind!r}: expected 'rule' or 'llm'")

@@ -19,14 +19,18 @@ import json
 import logging
 import statistics
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from agent_safety.agent.prompts import Prompts
+from agent_safety.data.synthetic.judges import BEHAVIOUR_CLASSES, GROUND_TRUTH_KEY, behaviour_of
 from agent_safety.data.toolemu import HELP_KEY, HELP_SUFFIX, SAFE_KEY, SAFE_SUFFIX, DataError
-from agent_safety.evaluate.base import StageModel
-from agent_safety.records.io import atomic_write
-
-if TYPE_CHECKING:
-    from agent_safety.train.context import RunContext
+from agent_safety.evaluate.base import EvalContext, StageModel
+from agent_safety.evaluate.generative.agent import make_agent, served_model
+from agent_safety.evaluate.generative.client import Endpoint
+from agent_safety.evaluate.generative.emulator import make_emulator
+from agent_safety.evaluate.generative.judge import make_judge
+from agent_safety.evaluate.generative.rollout import run_episodes
+from agent_safety.store.io import atomic_write
 
 log = logging.getLogger(__name__)
 #: Our metric -> (eval file suffix, score key), in the order the files are written.
@@ -45,11 +49,7 @@ def check_toolkits(cases: list[tuple[int, dict[str, Any]]], toolkits: dict[str, 
 class GenerativeEvaluator:
     name = "generative"
 
-    def __init__(self, ctx: RunContext, out_dir: Path | None = None):
-        from agent_safety.evaluate.generative.emulator import make_emulator
-        from agent_safety.evaluate.generative.judge import make_judge
-        from agent_safety.evaluate.generative.prompts import Prompts
-
+    def __init__(self, ctx: EvalContext, out_dir: Path | None = None):
         self.ctx = ctx
         cfg = ctx.cfg.eval
         self.cases = [(i, ctx.bench.cases[i]) for i in ctx.test_cases]
@@ -65,9 +65,6 @@ class GenerativeEvaluator:
     def check_endpoints(self) -> None:
         """Every endpoint this evaluation will use answers (and serves its model), before the first rollout
         or training step: a dead judge is found in seconds, not after every stage-0 rollout."""
-        from agent_safety.evaluate.generative.agent import served_model
-        from agent_safety.evaluate.generative.client import Endpoint
-
         agent = self.ctx.cfg.eval.agent
         if agent.backend == "openai":  # a name with placeholders changes with the stage: only the server is checked
             fixed = bool(agent.endpoint.model) and "{" not in str(agent.endpoint.model)
@@ -78,9 +75,6 @@ class GenerativeEvaluator:
                 endpoint.preflight()
 
     def score(self, model: StageModel) -> dict[str, Any]:
-        from agent_safety.evaluate.generative.agent import make_agent
-        from agent_safety.evaluate.generative.rollout import run_episodes
-
         ctx, cfg = self.ctx, self.ctx.cfg.eval
         before = self._usage()
         agent = make_agent(cfg.agent, model.path, model.load, ctx.tokenizer, ctx.cache_dir, ctx.run_id, model.stage,
@@ -165,8 +159,6 @@ def behaviours(episodes: list[Any]) -> dict[str, Any]:
     """On the synthetic benchmark, what the episodes did (``judges.behaviour_of``: acted without looking, looked
     then acted on all, spared the hazard, asked, refused, failed), so a reader sees what a stage changed; {}
     elsewhere."""
-    from agent_safety.data.synthetic.judges import BEHAVIOUR_CLASSES, GROUND_TRUTH_KEY, behaviour_of
-
     if not episodes or any(GROUND_TRUTH_KEY not in e.case for e in episodes):
         return {}
     seen = [behaviour_of(e.case, e.to_record()) for e in episodes]

@@ -12,12 +12,22 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from agent_safety.evaluate.generative.episode import Episode, Verdict
+from agent_safety.agent.episode import Episode, Verdict
+from agent_safety.agent.parsing import parse_judge_reply
+from agent_safety.data.synthetic.judges import (
+    GROUND_TRUTH_KEY,
+    HELPFULNESS_LABELS,
+    SAFETY_LABELS,
+    judge_helpfulness,
+    judge_safety,
+)
+from agent_safety.evaluate.generative.client import ChatRequest, Endpoint
+from agent_safety.evaluate.generative.emulator import case_toolkits, require_endpoint
 
 if TYPE_CHECKING:
+    from agent_safety.agent.parsing import JudgeReply
+    from agent_safety.agent.prompts import Prompts
     from agent_safety.evaluate.generative.client import Endpoint, Usage
-    from agent_safety.evaluate.generative.parsing import JudgeReply
-    from agent_safety.evaluate.generative.prompts import Prompts
 
 METRICS = ("safety", "helpfulness")
 
@@ -46,13 +56,6 @@ class RuleJudge:
         self.label = label
 
     def judge(self, episodes: list[Episode], metric: str) -> list[Verdict]:
-        from agent_safety.data.synthetic.judges import (
-            HELPFULNESS_LABELS,
-            SAFETY_LABELS,
-            judge_helpfulness,
-            judge_safety,
-        )
-
         _check_metric(metric)
         rule, labels = ((judge_safety, SAFETY_LABELS) if metric == "safety"
                         else (judge_helpfulness, HELPFULNESS_LABELS))
@@ -68,7 +71,6 @@ class RuleJudge:
 def check_synthetic(cases: list[Mapping[str, Any]]) -> None:
     """The rule judges read each case's hidden ground truth: one line, before any scoring, when one lacks it."""
     from agent_safety.config.validate import ConfigError
-    from agent_safety.data.synthetic.judges import GROUND_TRUTH_KEY
 
     for case in cases:
         if GROUND_TRUTH_KEY not in case:
@@ -108,8 +110,6 @@ class LLMJudge:
         return self.endpoint.usage
 
     def judge(self, episodes: list[Episode], metric: str) -> list[Verdict]:
-        from agent_safety.evaluate.generative.emulator import case_toolkits
-
         _check_metric(metric)
         view = str(getattr(self.cfg, "view", "project"))
         messages = [self.prompts.judge(metric, e.case, case_toolkits(e.case, self.toolkits), e, view)
@@ -119,9 +119,6 @@ class LLMJudge:
 
     def _ask(self, messages: list[list[dict[str, str]]], metric: str) -> list[list[JudgeReply]]:
         """Each episode's replicates' final replies (parsed, or the last unparseable one)."""
-        from agent_safety.evaluate.generative.client import ChatRequest
-        from agent_safety.evaluate.generative.parsing import parse_judge_reply
-
         n_rep = int(self.cfg.replicates)
         replies: list[list[Any]] = [[None] * n_rep for _ in messages]
         pending = [(i, r) for i in range(len(messages)) for r in range(n_rep)]
@@ -146,8 +143,6 @@ class LLMJudge:
 def _verdict(replies: list[JudgeReply], metric: str) -> Verdict:
     """Median of the parsed replicates; the words of the first parsed one (or of the last reply). A parsed
     reply that gave a score but no label gets the published label of its score."""
-    from agent_safety.data.synthetic.judges import HELPFULNESS_LABELS, SAFETY_LABELS
-
     scores = [r.score for r in replies]
     parsed = [r for r in replies if r.score is not None]
     shown = parsed[0] if parsed else replies[-1]
@@ -172,9 +167,6 @@ def make_judge(eval_cfg: Any, toolkits: Mapping[str, Mapping[str, Any]], prompts
                               "use eval.judge.kind=llm with an endpoint")
         return RuleJudge(str(cfg.label))
     if cfg.kind == "llm":
-        from agent_safety.evaluate.generative.client import Endpoint
-        from agent_safety.evaluate.generative.emulator import require_endpoint
-
         require_endpoint(cfg.endpoint, "eval.judge.endpoint")
         return LLMJudge(cfg, Endpoint(cfg.endpoint, Path(cache_dir), role="judge"), prompts, toolkits)
     raise ConfigError(f"eval.judge.kind={cfg.kind!r}: expected 'rule' or 'llm'")

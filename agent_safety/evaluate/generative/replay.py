@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent_safety.evaluate.generative.episode import Episode, Generation, Observation, ToolCall
+from agent_safety.agent.episode import Episode, Generation, Observation, ToolCall
+from agent_safety.agent.parsing import STUDY_TURN_PREFIX, study_turn_text
+from agent_safety.evaluate.generative.rollout import run_episodes
 
 #: What the study recorded as the final answer of an episode that ran out of tokens or continuations.
 STUDY_STOPPED = "Agent stopped: token limit exceeded"
@@ -155,8 +157,6 @@ def recorded_outputs(log: str) -> list[str]:
 
 def _kept_as(kept: str) -> str | None:
     """An output the study would have kept as ``kept`` (itself, or itself after ``Thought:``), or None."""
-    from agent_safety.evaluate.generative.parsing import STUDY_TURN_PREFIX, study_turn_text
-
     for output in (kept, STUDY_TURN_PREFIX + kept):
         if study_turn_text(output) == kept:
             return output
@@ -221,8 +221,6 @@ class ReplayEmulator:
 def replay(published: Sequence[PublishedEpisode], toolkits: Mapping[str, Mapping[str, Any]], settings: Any,
            count: Callable[[str], int]) -> list[Episode]:
     """Our loop's episodes for the published ones, under ``settings`` (an ``eval.agent`` config)."""
-    from agent_safety.evaluate.generative.rollout import run_episodes
-
     cases = [(i, {**p.case, _KEY: i}) for i, p in enumerate(published)]
     agent = ReplayAgent(published, count, int(settings.max_continuations))
     return run_episodes(cases, toolkits, agent, ReplayEmulator(published), ReplayPrompts(), settings, desc="replay")

@@ -20,7 +20,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from agent_safety.evaluate.generative.episode import (
+from agent_safety.agent.episode import (
     FINAL_ANSWER,
     MAX_STEPS,
     NO_FORMAT,
@@ -30,6 +30,8 @@ from agent_safety.evaluate.generative.episode import (
     Step,
     ToolCall,
 )
+from agent_safety.agent.parsing import parse_agent_output, study_turn_text
+from agent_safety.agent.prompts import tool_names
 
 #: Where the study's agents were told to stop: the tool's answer is the emulator's to write.
 OBSERVATION_STOP = "\nObservation:"
@@ -41,8 +43,6 @@ def run_episodes(cases: Sequence[tuple[int, Mapping[str, Any]]], toolkits: Mappi
                  agent: Any, emulator: Any, prompts: Any, settings: Any, desc: str = "rollouts") -> list[Episode]:
     """Act out every case to the end; returns the episodes in the order of ``cases``."""
     from tqdm.auto import tqdm
-
-    from agent_safety.evaluate.generative.prompts import tool_names
 
     episodes = [Episode(idx, dict(case)) for idx, case in cases]
     kits = [[toolkits[name] for name in e.case["Toolkits"]] for e in episodes]
@@ -73,8 +73,6 @@ def run_episodes(cases: Sequence[tuple[int, Mapping[str, Any]]], toolkits: Mappi
 
 def take_turn(episode: Episode, gen: Any, tool_names: set[str], settings: Any) -> tuple[ToolCall, str] | None:
     """Read one agent output into the episode; returns the tool call for the emulator, if the turn made one."""
-    from agent_safety.evaluate.generative.parsing import parse_agent_output
-
     episode.agent_tokens += gen.completion_tokens
     episode.agent_prompt_tokens += gen.prompt_tokens
     if getattr(settings, "parser", "robust") == "study":
@@ -98,8 +96,6 @@ def take_turn(episode: Episode, gen: Any, tool_names: set[str], settings: Any) -
 
 def _study_turn(episode: Episode, gen: Any, tool_names: set[str], settings: Any) -> tuple[ToolCall, str] | None:
     """:func:`take_turn` as the study's agent took it (see the module docstring)."""
-    from agent_safety.evaluate.generative.parsing import parse_agent_output, study_turn_text
-
     text = episode.pending + gen.text if episode.pending else study_turn_text(gen.text)
     turn = parse_agent_output(text, tool_names, "study")
     if episode.agent_tokens >= settings.token_limit:

@@ -30,8 +30,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from agent_safety.evaluate.generative.episode import TOKEN_LIMIT_ANSWER, Episode, Step, ToolCall
-from agent_safety.evaluate.generative.parsing import LABELS
+from agent_safety.agent.episode import TOKEN_LIMIT_ANSWER, Episode, Step, ToolCall
+from agent_safety.agent.parsing import LABELS
+from agent_safety.agent.scratchpad import judge_scratchpad, study_case_fields
 
 Message = dict[str, str]
 #: Case keys no prompt may show: the synthetic benchmark's hidden state decides its rule judges' scores.
@@ -112,7 +113,7 @@ def case_context(case: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _packaged(filename: str) -> Any:
-    return importlib.resources.files("agent_safety.evaluate.generative").joinpath("prompts", filename)
+    return importlib.resources.files("agent_safety.agent").joinpath("prompts", filename)
 
 
 def _read(role: str, path: str | Path | None) -> tuple[str, str]:
@@ -121,7 +122,7 @@ def _read(role: str, path: str | Path | None) -> tuple[str, str]:
     filename, key = TEMPLATES[role]
     if path is None or ("/" not in str(path) and _packaged(str(path)).is_file()):
         name = filename if path is None else str(path)
-        return _packaged(name).read_text(encoding="utf-8"), f"agent_safety/evaluate/generative/prompts/{name}"
+        return _packaged(name).read_text(encoding="utf-8"), f"agent_safety/agent/prompts/{name}"
     file = Path(str(path)).expanduser()
     if not file.is_file():
         raise PromptError(f"{key}: no template file at {file}")
@@ -204,8 +205,6 @@ class Prompts:
         """A judge's prompt for one trajectory; metric ``safety`` or ``helpfulness``. Besides the variables of
         every judge template, ``view`` (``eval.judge.view``), ``scratchpad`` (the trajectory as that view writes
         it) and ``fields`` (the case's fields as the study's records hold them): see ``scratchpad.py``."""
-        from agent_safety.evaluate.generative.scratchpad import judge_scratchpad, study_case_fields
-
         if metric not in LABELS:
             raise ValueError(f"unknown judge metric {metric!r}: expected one of {', '.join(LABELS)}")
         answer = episode.answer if episode.answer is not None else TOKEN_LIMIT_ANSWER

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from agent_safety.config.compose import compose_config
+from agent_safety.config.validate import ConfigError, validate_objective, validate_on_error
+from agent_safety.data.benchmark import load_configured
+from agent_safety.data.fetch import fetch
 from agent_safety.data.split import split_cases
 from agent_safety.data.toolemu import Benchmark
+from agent_safety.pairs.formatting import decode_example, tokenize_benchmark
 from agent_safety.pairs.rules import PairRule, build_pairs
 
 SPLITS = ("all", "train", "test")
@@ -34,25 +38,9 @@ def split_objective(overrides: Sequence[str]) -> tuple[list[str], str | None]:
     return rest, only
 
 
-def compose_config(overrides: Sequence[str]) -> Any:
-    """The run config ``launch.py`` would compose from these overrides."""
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from agent_safety.config.compose import compose
-
-    try:
-        return compose(overrides)
-    except (HydraException, OmegaConfBaseException) as e:
-        raise ValueError(f"bad overrides {' '.join(overrides)!r}: {str(e).splitlines()[0]}") from None
-
-
 def objective_rules(cfg: Any, only: str | None) -> dict[str, PairRule]:
-    """Pair rules of the config's objectives (or just ``only``), checked as ``validate`` would."""
-    from agent_safety.config.validate import KNOWN_METRICS, ConfigError
-
-    if cfg.data.on_error not in ("raise", "skip"):
-        raise ConfigError(f"data.on_error must be 'raise' or 'skip', got {cfg.data.on_error!r}")
+    """Pair rules of the config's objectives (or just ``only``), checked as ``validate`` checks them."""
+    validate_on_error(cfg.data)
     names = list(cfg.objectives)
     if only is not None:
         if only not in cfg.objectives:
@@ -60,12 +48,8 @@ def objective_rules(cfg: Any, only: str | None) -> dict[str, PairRule]:
         names = [only]
     rules = {}
     for name in names:
-        obj = cfg.objectives[name]
-        if not obj.metrics or any(m not in KNOWN_METRICS for m in obj.metrics):
-            raise ConfigError(f"objectives.{name}.metrics must be a non-empty subset of {KNOWN_METRICS}")
-        if obj.mode not in ("both", "average"):
-            raise ConfigError(f"objectives.{name}.mode must be 'both' or 'average', got {obj.mode!r}")
-        rules[name] = PairRule.from_config(obj)
+        validate_objective(name, cfg.objectives[name])
+        rules[name] = PairRule.from_config(cfg.objectives[name])
     return rules
 
 
@@ -128,17 +112,7 @@ def format_stats(stats: Mapping[str, Any], max_skipped: int = 10) -> str:
     return "\n".join(lines)
 
 
-def load_configured(cfg: Any) -> tuple[Benchmark, Path]:
-    """(benchmark, data root) of a composed config, exactly as a run loads them."""
-    from agent_safety.data.benchmark import data_root, load_data
-
-    root = data_root(cfg.data, cfg.paths.cache_dir)  # fetches the study's data on first use
-    return load_data(cfg.data, cfg.paths.cache_dir), root
-
-
 def cmd_fetch(args: argparse.Namespace) -> int:
-    from agent_safety.data.fetch import fetch
-
     root = fetch(cache_dir=args.cache_dir, archive=args.archive, url=args.url, progress=not args.quiet)
     print(root)
     return 0
@@ -157,7 +131,6 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def cmd_example(args: argparse.Namespace) -> int:
     """Dry run: one pair of the seed's training split, decoded from exactly the tokens the trainer sees."""
-    from agent_safety.pairs.formatting import decode_example, tokenize_benchmark
     from agent_safety.train.models import load_tokenizer, resolve_base
 
     rest, only = split_objective(args.overrides)
@@ -215,8 +188,3 @@ def register(subparsers: Any) -> None:
     p.add_argument("--split", choices=SPLITS, default="train", help="cases to take pairs from (default train)")
     p.set_defaults(func=cmd_example)
 
-
-if __name__ == "__main__":
-    from agent_safety.cli import main
-
-    sys.exit(main(["data", *sys.argv[1:]]))

@@ -1,7 +1,7 @@
 """A run: evaluate the base model (stage 0), then train and evaluate each stage of the schedule in order.
 
 Each stage starts from the previous stage's merged model. The steps are short and named: prepare the run's
-context (``train.context``), train or adopt a stage, evaluate it with the run's evaluator
+context (``run.context``), train or adopt a stage, evaluate it with the run's evaluator
 (``evaluate.base``), emit its record. A relaunched run resumes after its last trained stage and evaluates
 what its evaluation setting has not scored yet, so a completed run launched with another ``eval`` setting
 trains nothing. A completed run is reported and left alone unless ``force=true``.
@@ -11,20 +11,26 @@ from __future__ import annotations
 
 import logging
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
-from agent_safety.records.identity import eval_id, run_id, stage_key
-from agent_safety.records.rundir import TRAINING_FIELDS, EvalDir, RecordError, RunDir
+from agent_safety.config.validate import ConfigError, validate
+from agent_safety.evaluate.base import StageModel, make_evaluator
+from agent_safety.pairs.rules import PairRule
+from agent_safety.records.identity import eval_id, eval_setting, run_id, stage_key
+from agent_safety.records.job import job_info
+from agent_safety.records.rundir import TRAINING_FIELDS, EvalDir, RecordError, RunDir, timestamp
 from agent_safety.records.schema import StageRecord
+from agent_safety.records.tracking import start as start_tracking
+from agent_safety.run.context import configure_threads, prepare
+from agent_safety.store.io import probe_writable
 
 if TYPE_CHECKING:
     from agent_safety.evaluate.base import Evaluator
-    from agent_safety.train.context import RunContext
+    from agent_safety.run.context import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +52,9 @@ def run_dir_for(cfg: DictConfig) -> tuple[str, RunDir, dict[str, Any]]:
     return rid, RunDir(Path(cfg.paths.runs_dir) / cfg.group / rid), config
 
 
-def eval_setting(config: dict[str, Any]) -> dict[str, Any]:
-    """What ``eval/<eval_id>/eval.yaml`` records: the evaluation settings and the judge of the scores."""
-    return {**config["eval"], "judge": config["data"]["judge"]}
-
-
 def run_schedule(cfg: DictConfig) -> RunResult:
     """Run (or resume) the schedule described by ``cfg``; see the module docstring. One job at a time runs a
     given run dir: a second launch of the same config waits for the first, then finds it completed."""
-    from agent_safety.config.validate import validate
-
     validate(cfg)
     rid, rd, config = run_dir_for(cfg)
     eid = eval_id(config)
@@ -81,9 +80,6 @@ def _already(rid: str, rd: RunDir, eid: str) -> RunResult:
 
 def check_writable(cfg: DictConfig) -> None:
     """The runs and cache folders can be written, or one line naming the folder and key, before any work."""
-    from agent_safety.config.validate import ConfigError
-    from agent_safety.records.io import probe_writable
-
     for key, path in (("paths.runs_dir", Path(cfg.paths.runs_dir) / cfg.group), ("paths.cache_dir",
                                                                                   Path(cfg.paths.cache_dir))):
         problem = probe_writable(path)
@@ -106,10 +102,6 @@ def check_trained(rd: RunDir, n_stages: int, eid: str) -> None:
 
 def _run_locked(cfg: DictConfig, rid: str, rd: RunDir, config: dict[str, Any], eid: str) -> RunResult:
     """The run, under its lock: migrate, snapshot, train and score what is missing, mark it completed."""
-    from agent_safety.launch.cluster import job_info
-    from agent_safety.records.tracking import start as start_tracking
-    from agent_safety.train.context import configure_threads
-
     if rd.is_legacy():
         log.warning("run %s: moving metrics.jsonl into eval/%s/ (the layout before evaluation settings)", rid, eid)
         rd.migrate_legacy(eid, eval_setting(config))
@@ -124,14 +116,14 @@ def _run_locked(cfg: DictConfig, rid: str, rd: RunDir, config: dict[str, Any], e
     if not trained_before:  # the snapshot is what trained the run; each evaluation keeps its own eval.yaml
         rd.write_config(config)
     configure_threads(cfg.threads)  # before job_info() records the threads this job got
-    rd.set_status("running", run_id=rid, group=cfg.group, started=_now(),
+    rd.set_status("running", run_id=rid, group=cfg.group, started=timestamp(),
                   attempt=int(rd.status().get("attempt") or 0) + 1, job=job_info(), note=None)
     stages = list(cfg.schedule.stages)
     tags = [cfg.model.name, *dict.fromkeys(stages), f"beta={cfg.trainer.beta}", f"seed={cfg.seed}"]
     tracker = start_tracking(cfg.logger, rd.root, rid, cfg.group, cfg.schedule.name, tags, config)
     try:
         records = run_stages(cfg, config, rid, eid, rd, tracker)
-        rd.set_status("completed", run_id=rid, finished=_now())
+        rd.set_status("completed", run_id=rid, finished=timestamp())
         tracker.finish(0)
         return RunResult(rid, rd.root, "completed", records)
     except (SystemExit, KeyboardInterrupt) as e:  # preempted or timed out: a requeued job resumes it
@@ -149,15 +141,9 @@ def _run_locked(cfg: DictConfig, rid: str, rd: RunDir, config: dict[str, Any], e
         raise
 
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S")
-
-
 def run_stages(cfg: DictConfig, config: dict[str, Any], rid: str, eid: str, rd: RunDir,
                tracker: Any) -> list[dict[str, Any]]:
     """Stage 0, then each stage in order: train it (or adopt it, or find it trained), then evaluate it."""
-    from agent_safety.evaluate.base import make_evaluator
-    from agent_safety.train.context import prepare
     from agent_safety.train.reuse import shared_stage
 
     ctx = prepare(cfg, config, rid, eid, rd, tracker)
@@ -197,7 +183,6 @@ def train(ctx: RunContext, stage: int) -> None:
     """One DPO stage on the previous stage's merged model; its model and training line land in the run dir."""
     from transformers import set_seed
 
-    from agent_safety.pairs.rules import PairRule
     from agent_safety.pairs.sets import pair_set
     from agent_safety.train.stage import train_stage
 
@@ -250,8 +235,6 @@ def stack_below(rd: RunDir, stage: int) -> list[Path] | None:
 def evaluate_stage(ctx: RunContext, evaluator: Evaluator, ev: EvalDir, stage: int, source: RunDir | None) -> None:
     """Score the stage unless this setting already has; an adopted stage takes its source's scores when the
     source was evaluated the same way (same model, same setting: same numbers)."""
-    from agent_safety.evaluate.base import StageModel
-
     if stage in ev.evaluated_stages():
         return
     copied = source.eval(ev.eval_id).records() if source is not None else []

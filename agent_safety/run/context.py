@@ -1,6 +1,6 @@
 """What every step of a run shares: its config, run dir, tracker, data, split, tokenizer and models.
 
-Built once per run by :func:`prepare`; the steps of ``train.schedule`` (train or adopt a stage, evaluate
+Built once per run by :func:`prepare`; the steps of ``run.schedule`` (train or adopt a stage, evaluate
 it, emit its record) and the evaluator read it. :class:`StageModels` keeps at most one model in memory:
 the one the last step produced, or loads a stage's model from the run dir when a step needs it: its merged
 model, or the base with the stage's stacked adapter merged in (``trainer.save_merged=false``).
@@ -15,7 +15,9 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from agent_safety.data.split import split_cases
 from agent_safety.records.rundir import RunDir
+from agent_safety.train.stacked import merged_from_stacked
 
 
 @dataclass
@@ -43,8 +45,6 @@ class StageModels:
     def load(self, stage: int) -> Any:
         if stage == 0 or self.rd.has_merged(stage) or not self.rd.has_stacked(stage):
             return self.load_path(self.path(stage))
-        from agent_safety.train.stacked import merged_from_stacked
-
         return merged_from_stacked(self.load_path(self.base_path), self.rd.stacked_dir(stage))
 
     def put(self, stage: int, model: Any) -> None:
@@ -88,9 +88,8 @@ def prepare(cfg: DictConfig, config: dict[str, Any], run_id: str, eval_id: str, 
     from transformers import set_seed
 
     from agent_safety.data.benchmark import load_data
-    from agent_safety.data.split import split_cases
     from agent_safety.pairs.formatting import cached_tokenize
-    from agent_safety.records.cache import tokenizer_key
+    from agent_safety.store.cache import tokenizer_key
     from agent_safety.train.models import keep_freed_memory, load_model, load_tokenizer, pick_device, resolve_base
 
     configure_threads(cfg.threads)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from agent_safety.evaluate.generative.episode import Observation, ToolCall
+from agent_safety.agent.episode import Observation, ToolCall
 
 #: ToolCallRisk labels and their scores, worst first (two labels share 1: likely-mild and possible-severe).
 SAFETY_LABELS: Mapping[str, int] = MappingProxyType({

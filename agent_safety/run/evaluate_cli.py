@@ -8,7 +8,7 @@ hub id, base models too): it is scored as stage 0 of a pseudo-run under ``--out`
 
 With ``--judge-only`` there is no TARGET: the configured judge (``eval/judge=llm eval.judge.endpoint...``)
 scores the published trajectories of ``data`` (default ``data=toolemu_gpt5m``), no agent and no emulator, and
-its agreement with each judge that labelled them is reported (``evaluate.calibrate``); ``--out`` then takes
+its agreement with each judge that labelled them is reported (``run.calibrate``); ``--out`` then takes
 the report.
 """
 
@@ -18,6 +18,11 @@ import argparse
 import re
 from pathlib import Path
 from typing import Any
+
+from agent_safety.config.compose import compose, conf_dir, with_default
+from agent_safety.records.identity import eval_id, eval_setting
+from agent_safety.run.calibrate import format_report, judge_only
+from agent_safety.store.hashing import content_hash
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -47,8 +52,6 @@ def with_presets(overrides: list[str], saved: Any) -> list[str]:
     """The presets of the run's model and data (``model=NAME`` where ``conf/model/NAME.yaml`` is the one it was
     trained with), unless the overrides choose others: what they put into the evaluation setting (the tiny agent's
     prompt, the study data's offline estimate) is what relaunching the run would compose."""
-    from agent_safety.config.compose import conf_dir, with_default
-
     out = list(overrides)
     for group in ("data", "model"):
         name = str((saved.get(group) or {}).get("name") or "")
@@ -61,7 +64,6 @@ def run_config(run_dir: Path, overrides: list[str]) -> Any:
     """The run's own config with the evaluation setting (and paths, threads, logger) the overrides compose."""
     from omegaconf import OmegaConf
 
-    from agent_safety.config.compose import compose
     from agent_safety.records.rundir import RunDir
 
     saved = RunDir(run_dir).config()
@@ -85,7 +87,7 @@ def _schema() -> Any:
 
 def evaluate_run(run_dir: Path, overrides: list[str]) -> list[dict[str, Any]]:
     from agent_safety.records.rundir import RecordError, RunDir
-    from agent_safety.train.schedule import run_dir_for, run_schedule
+    from agent_safety.run.schedule import run_dir_for, run_schedule
 
     rd = RunDir(run_dir)
     problem = rd.status_problem()
@@ -122,15 +124,13 @@ def evaluate_model(target: str, overrides: list[str], out: Path | None) -> dict[
     """Score one model as stage 0 of a pseudo-run: no training, the same evaluators and record."""
     from omegaconf import open_dict
 
-    from agent_safety.config.compose import compose, with_default
     from agent_safety.config.schema import to_container
     from agent_safety.config.validate import validate
     from agent_safety.evaluate.base import StageModel, make_evaluator
-    from agent_safety.records.identity import eval_id, short_hash
     from agent_safety.records.rundir import RunDir
     from agent_safety.records.tracking import Tracker
-    from agent_safety.train.context import prepare
-    from agent_safety.train.schedule import emit, eval_setting
+    from agent_safety.run.context import prepare
+    from agent_safety.run.schedule import emit
 
     check_model_target(target)
     cfg = compose([*with_default(overrides, "model", CHECKPOINT_MODEL), "model.source=hub", f"model.path={target}",
@@ -139,7 +139,7 @@ def evaluate_model(target: str, overrides: list[str], out: Path | None) -> dict[
         cfg.model.name = Path(target).name or target
     validate(cfg)
     config = to_container(cfg)
-    rid = f"model-{short_hash({'model': target, 'data': config['data'], 'seed': config['seed']}, 8)}"
+    rid = f"model-{content_hash({'model': target, 'data': config['data'], 'seed': config['seed']}, 8)}"
     rd = RunDir(out or Path(cfg.paths.runs_dir) / "evaluate" / rid)
     eid = eval_id(config)
     ctx = prepare(cfg, config, rid, eid, rd, Tracker(None))  # the model loads before anything is written
@@ -156,8 +156,6 @@ def evaluate_model(target: str, overrides: list[str], out: Path | None) -> dict[
 
 def run_judge_only(args: argparse.Namespace) -> int:
     """``--judge-only``: a TARGET that looks like an override (``data=...``) is one; anything else is a mistake."""
-    from agent_safety.evaluate.calibrate import format_report, judge_only
-
     overrides = list(args.overrides)
     if args.target is not None:
         if "=" not in args.target:

@@ -17,10 +17,27 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agent_safety.agent.episode import FINAL_ANSWER, TOKEN_LIMIT, Episode, Step
+from agent_safety.agent.prompts import Prompts
+from agent_safety.aggregate.agreement import (
+    METRICS,
+    compare,
+    format_comparison,
+    labels_of,
+    trajectory_key,
+    write_report,
+)
+from agent_safety.aggregate.judges_cli import judge_folders
+from agent_safety.config.compose import compose_config, with_default
+from agent_safety.data.split import split_cases
+from agent_safety.data.toolemu import load_benchmark
+from agent_safety.evaluate.generative.judge import make_judge
+from agent_safety.store.io import atomic_write
+
 if TYPE_CHECKING:
+    from agent_safety.agent.episode import Episode, Verdict
     from agent_safety.aggregate.agreement import Comparison
     from agent_safety.data.toolemu import Benchmark, Trajectory
-    from agent_safety.evaluate.generative.episode import Episode, Verdict
 
 DEFAULTS = (("data", "data=toolemu_gpt5m"), ("eval", "eval=generative"))
 SPLITS = ("test", "train", "all")
@@ -29,8 +46,6 @@ FINAL_MARKER = "Final Answer:"
 
 def episode_of(t: Trajectory, case: dict[str, Any]) -> Episode:
     """A loaded trajectory as the episode the judges read: its steps, final log and final answer."""
-    from agent_safety.evaluate.generative.episode import FINAL_ANSWER, TOKEN_LIMIT, Episode, Step
-
     steps = [Step(log=s.thought, tool=s.tool, tool_input=s.tool_input, observation=s.observation) for s in t.steps]
     head, marker, answer = t.final.rpartition(FINAL_MARKER)
     return Episode(case_idx=t.case_idx, case=case, steps=steps, final=t.final,
@@ -41,8 +56,6 @@ def episode_of(t: Trajectory, case: dict[str, Any]) -> Episode:
 def select(bench: Benchmark, split: str, seed: int, limit: int | None) -> list[Trajectory]:
     """The trajectories of ``split``'s cases (seed ``seed``'s split, as a run's), at most ``limit`` of them drawn
     at random with that seed and kept in file order, so a rerun scores (and hits the cache for) the same ones."""
-    from agent_safety.data.split import split_cases
-
     if split not in SPLITS:
         raise ValueError(f"--split {split!r}: expected one of {', '.join(SPLITS)}")
     if limit is not None and limit < 1:
@@ -58,16 +71,11 @@ def select(bench: Benchmark, split: str, seed: int, limit: int | None) -> list[T
 
 def references(root: Path, bench: Benchmark, on_error: str) -> dict[str, Benchmark]:
     """Every judge whose labels the data root holds (the study's: gpt5m and q32), the loaded one reused."""
-    from agent_safety.aggregate.judges_cli import judge_folders
-    from agent_safety.data.toolemu import load_benchmark
-
     return {j: bench if j == bench.judge else load_benchmark(root, j, on_error=on_error) for j in judge_folders(root)}
 
 
 def with_defaults(overrides: Sequence[str]) -> list[str]:
     """The study's data and the generative evaluation's judge settings unless the overrides choose others."""
-    from agent_safety.config.compose import with_default
-
     out = list(overrides)
     for key, default in reversed(DEFAULTS):
         out = with_default(out, key, default)
@@ -78,10 +86,7 @@ def judge_only(overrides: Sequence[str], split: str = "test", max_trajectories: 
                out: Path | None = None, figures: bool = True) -> tuple[dict[str, Any], list[Comparison]]:
     """Score the selected trajectories with the configured judge and compare it with each reference judge:
     (report header, one comparison per reference judge that labelled these trajectories)."""
-    from agent_safety.aggregate.agreement import METRICS, compare, labels_of, trajectory_key, write_report
-    from agent_safety.data.cli import compose_config, load_configured
-    from agent_safety.evaluate.generative.judge import make_judge
-    from agent_safety.evaluate.generative.prompts import Prompts
+    from agent_safety.data.benchmark import load_configured
 
     cfg = compose_config(with_defaults(overrides))
     bench, root = load_configured(cfg)
@@ -129,8 +134,6 @@ def _judge_info(cfg: Any, judge: Any, name: str, verdicts: dict[str, list[Verdic
 
 def _write_labels(path: Path, chosen: Sequence[Trajectory], verdicts: dict[str, list[Verdict]]) -> None:
     """The new judge's verdict on each scored trajectory, beside where the trajectory came from."""
-    from agent_safety.records.io import atomic_write
-
     lines = []
     for i, t in enumerate(chosen):
         row: dict[str, Any] = {"source": t.source, "agent": t.agent, "case_idx": t.case_idx}
@@ -144,8 +147,6 @@ def _write_labels(path: Path, chosen: Sequence[Trajectory], verdicts: dict[str, 
 
 def format_report(report: dict[str, Any], comparisons: Sequence[Comparison]) -> str:
     """The printed report: what was scored, what the judge cost, then each comparison."""
-    from agent_safety.aggregate.agreement import format_comparison
-
     j = report["judge"]
     model = f" ({j['model']})" if j["model"] else ""
     lines = [f"judge    {j['name']}: {j['kind']}{model}",

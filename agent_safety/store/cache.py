@@ -7,7 +7,6 @@ on, written atomically (so concurrent jobs never read half a file) and reused by
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -19,12 +18,14 @@ from typing import Any
 
 import numpy as np
 
+from agent_safety.store.hashing import content_hash
+
 log = logging.getLogger(__name__)
 
 
 def key(**parts: Any) -> str:
-    """Stable short hash of JSON-serialisable parts."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    """Stable short hash of JSON-serialisable parts (a cache file's name)."""
+    return content_hash(parts, 20)
 
 
 def tokenizer_key(tokenizer: Any) -> str:

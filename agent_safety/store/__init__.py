@@ -1,0 +1,1 @@
+"""Storage every layer shares: atomic writes and content-keyed caches."""
