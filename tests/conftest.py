@@ -26,6 +26,13 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(cache_dir: Path) -> None:
+    """The default cache (``paths.cache_dir``: the user's cache dir) is the session's, for this process and the
+    launches it starts: no test writes into the user's real cache."""
+    os.environ["AGENT_SAFETY_CACHE"] = str(cache_dir)
+
+
 #: What the tests of the machinery (training, records, resume, identity, reuse, plan, cluster, logging) run on:
 #: the random tiny model and the offline estimate, seconds a run and nothing to clone. The embedded default is
 #: ``model=tiny_agent eval=generative``; ``compose_default`` composes it.

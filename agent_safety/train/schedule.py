@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
+from agent_safety.console import say
 from agent_safety.records.identity import eval_id, run_id, stage_key
 from agent_safety.records.rundir import TRAINING_FIELDS, EvalDir, RecordError, RunDir
 from agent_safety.records.schema import StageRecord
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from agent_safety.train.context import RunContext
 
 log = logging.getLogger(__name__)
+#: The run's log: what libraries print while it runs (warnings, W&B, the Trainer's logs), appended per launch.
+LOG_FILE = "run.log"
 
 
 @dataclass
@@ -59,6 +62,7 @@ def run_schedule(cfg: DictConfig) -> RunResult:
     validate(cfg)
     rid, rd, config = run_dir_for(cfg)
     eid = eval_id(config)
+    say(run_header(cfg, rid, rd.root))
     if not cfg.force and finished(rd, eid):  # reported without a lock, so a read-only runs dir can say it too
         return _already(rid, rd, eid)
     check_writable(cfg)
@@ -67,6 +71,15 @@ def run_schedule(cfg: DictConfig) -> RunResult:
             log.info("run %s was completed by another job while this one waited", rid)
             return _already(rid, rd, eid)
         return _run_locked(cfg, rid, rd, config, eid)
+
+
+def run_header(cfg: DictConfig, rid: str, root: Path) -> str:
+    """What a run says before any work: its id and config in one line, its evaluation, where it writes."""
+    from agent_safety.config.describe import evaluation, run_line
+
+    pad = " " * (len(rid) + 3)
+    return (f"[{rid}] {run_line(cfg)}\n{pad}evaluation: {evaluation(cfg)}\n"
+            f"{pad}writes {root} (library output: {root / LOG_FILE})")
 
 
 def finished(rd: RunDir, eid: str) -> bool:
@@ -106,8 +119,9 @@ def check_trained(rd: RunDir, n_stages: int, eid: str) -> None:
 
 def _run_locked(cfg: DictConfig, rid: str, rd: RunDir, config: dict[str, Any], eid: str) -> RunResult:
     """The run, under its lock: migrate, snapshot, train and score what is missing, mark it completed."""
+    from agent_safety.console import quiet
     from agent_safety.launch.cluster import job_info
-    from agent_safety.records.tracking import start as start_tracking
+    from agent_safety.records.rundir import redact
     from agent_safety.train.context import configure_threads
 
     if rd.is_legacy():
@@ -126,6 +140,15 @@ def _run_locked(cfg: DictConfig, rid: str, rd: RunDir, config: dict[str, Any], e
     configure_threads(cfg.threads)  # before job_info() records the threads this job got
     rd.set_status("running", run_id=rid, group=cfg.group, started=_now(),
                   attempt=int(rd.status().get("attempt") or 0) + 1, job=job_info(), note=None)
+    with quiet(rd.root / LOG_FILE, scrub=redact):
+        return _track_and_run(cfg, rid, rd, config, eid, trained_before)
+
+
+def _track_and_run(cfg: DictConfig, rid: str, rd: RunDir, config: dict[str, Any], eid: str,
+                   trained_before: bool) -> RunResult:
+    """Train and score under the run's W&B run; the status says how it ended."""
+    from agent_safety.records.tracking import start as start_tracking
+
     stages = list(cfg.schedule.stages)
     tags = [cfg.model.name, *dict.fromkeys(stages), f"beta={cfg.trainer.beta}", f"seed={cfg.seed}"]
     tracker = start_tracking(cfg.logger, rd.root, rid, cfg.group, cfg.schedule.name, tags, config)
@@ -199,6 +222,7 @@ def train(ctx: RunContext, stage: int) -> None:
 
     from agent_safety.pairs.rules import PairRule
     from agent_safety.pairs.sets import pair_set
+    from agent_safety.train.callbacks import StepBar
     from agent_safety.train.stage import train_stage
 
     cfg = ctx.cfg
@@ -217,7 +241,8 @@ def train(ctx: RunContext, stage: int) -> None:
                     "model whatever trainer.save_merged says", stage)
     model, metrics = train_stage(start, ctx.tokenizer, rows, cfg.trainer, ctx.rd.stage_dir(stage), epochs,
                                  cfg.seed, ctx.tracker.report_to, ctx.run_id,
-                                 callbacks=ctx.tracker.trainer_callbacks(stage), stack_below=below,
+                                 callbacks=[*ctx.tracker.trainer_callbacks(stage),
+                                            StepBar(f"stage {stage} ({name}): training")], stack_below=below,
                                  save_merged=bool(cfg.trainer.save_merged))
     model.to(ctx.device)
     ctx.models.put(stage, model)
@@ -280,7 +305,7 @@ def emit(ctx: RunContext, ev: EvalDir, stage: int, scores: dict[str, Any]) -> di
     ctx.tracker.log({"stage": stage, "estimate/safety": rec["safety"], "estimate/helpfulness": rec["helpfulness"],
                      **{f"estimate/{k}": v for k, v in rec.items() if k.startswith("pref_acc") and v is not None}})
     base = next((r for r in ev.records() if r["stage"] == 0), None) if stage else None
-    print(stage_summary(ctx.run_id, rec, base), flush=True)
+    say(stage_summary(ctx.run_id, rec, base))
     return rec
 
 
