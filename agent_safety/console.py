@@ -89,8 +89,10 @@ class _Scrubbed(logging.Formatter):
         return self.scrub(super().format(record))
 
 
-def _terminal_handlers(root: logging.Logger) -> list[logging.Handler]:
-    return [h for h in root.handlers if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+def _terminal_handlers(logger: logging.Logger, streams: tuple[Any, ...] | None = None) -> list[logging.Handler]:
+    """The logger's handlers that print to a stream (``streams``: to one of these), not to a file."""
+    return [h for h in logger.handlers if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+            and (streams is None or any(h.stream is s for s in streams))]
 
 
 @contextmanager
@@ -127,7 +129,7 @@ def quiet(log_file: Path, scrub: Callable[[str], str] = lambda s: s) -> Iterator
         file_handler = logging.StreamHandler(log)
         file_handler.setFormatter(_Scrubbed(scrub))
         own_filter = _OwnWarnings()
-        shown = _terminal_handlers(root)
+        shown = _terminal_handlers(root, (out, err, sys.__stdout__, sys.__stderr__))  # not pytest's caplog
         added = None if shown else logging.StreamHandler(getattr(err, "terminal", err))
         for h in shown:
             h.addFilter(own_filter)
