@@ -11,8 +11,8 @@ def evaluation(cfg: Any) -> str:
     if e.method != "generative":
         text = f"{e.name} (the offline proxy: candidates' log-probs, no episodes)"
         if cfg.data.source == "toolemu":
-            text += (f"; data={cfg.data.name} chooses it, add eval=generative eval/emulator=llm eval/judge=llm for "
-                     "the study's metric")
+            text += ("; the data=toolemu_* presets choose it: eval=generative eval/emulator=llm eval/judge=llm "
+                     "scores as the study did")
         return text
     roles = []
     for role, kind in (("agent", e.agent.backend), ("emulator", e.emulator.kind), ("judge", e.judge.kind)):
