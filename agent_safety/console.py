@@ -91,7 +91,8 @@ class _Scrubbed(logging.Formatter):
 
 def _terminal_handlers(logger: logging.Logger, streams: tuple[Any, ...] | None = None) -> list[logging.Handler]:
     """The logger's handlers that print to a stream (``streams``: to one of these), not to a file."""
-    return [h for h in logger.handlers if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+    return [h for h in logger.handlers
+            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
             and (streams is None or any(h.stream is s for s in streams))]
 
 

@@ -230,16 +230,16 @@ def recorded_runs() -> list[dict]:
         return {"model": {"name": model}, "data": {"name": "synthetic", "judge": "synthetic"},
                 "schedule": {"name": schedule, "stages": stages}, "trainer": {"beta": 0.1}, "seed": seed}
 
-    def hist(points: list[tuple[float, float]]) -> list[dict]:
+    def hist(points: list[tuple[float, float]], prefix: str = "estimate/") -> list[dict]:
         rows = [{"_step": 0, "train/loss": 0.7}]  # training-curve rows carry no estimate
-        rows += [{"_step": i + 1, "stage": i, "estimate/safety": s, "estimate/helpfulness": h}
+        rows += [{"_step": i + 1, "stage": i, f"{prefix}safety": s, f"{prefix}helpfulness": h}
                  for i, (s, h) in enumerate(points)]
         return rows
 
-    return [
+    return [  # w1 as launch logs now (under the evaluation's name); the others as runs logged before
         {"id": "w1-abc", "name": "w1", "group": "sweep", "state": "finished",
          "config": config("tiny", "S_H", ["safety", "helpfulness"], 0),
-         "history": hist([(1.2, 2.2), (2.0, 1.6), (1.7, 1.95)])},
+         "history": hist([(1.2, 2.2), (2.0, 1.6), (1.7, 1.95)], prefix="eval/generative/")},
         {"id": "w2-def", "name": "w2", "group": "sweep", "state": "finished",
          "config": config("tiny", "H", ["helpfulness"], 0), "history": hist([(1.2, 2.2), (0.8, 2.6)])},
         {"id": "w3-ghi", "name": "w3", "group": "sweep", "state": "finished",

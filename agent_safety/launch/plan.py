@@ -200,7 +200,9 @@ def plan_totals(entries: list[dict[str, Any]]) -> str:
     if unknown == len(todo) and todo:
         to_go = "GPU-hours to go unknown (no estimate: see above)"
     else:
-        to_go = f"~{hours:.1f} GPU-hours to go" + (f", {unknown} run{'s' * (unknown != 1)} unknown (see above)" if unknown else "")
+        to_go = f"~{hours:.1f} GPU-hours to go"
+        if unknown:
+            to_go += f", {unknown} run{'s' * (unknown != 1)} unknown (see above)"
     evaluations: dict[str, int] = {}
     for e in entries:
         evaluations[e.get("evaluation") or "?"] = evaluations.get(e.get("evaluation") or "?", 0) + 1

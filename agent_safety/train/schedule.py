@@ -199,8 +199,7 @@ def run_stages(cfg: DictConfig, config: dict[str, Any], rid: str, eid: str, rd: 
                 shared.publish(rd)
     records = ev.records()
     ev.set_status("completed", eval_id=eid, name=cfg.eval.name, stages=len(records))
-    tracker.summary({"run_dir": str(rd.root), "final/safety": records[-1]["safety"],
-                     "final/helpfulness": records[-1]["helpfulness"]})
+    tracker.summary({"run_dir": str(rd.root), **summary_scores(records, cfg.eval.name)})
     return records
 
 
@@ -302,11 +301,33 @@ def emit(ctx: RunContext, ev: EvalDir, stage: int, scores: dict[str, Any]) -> di
     record = StageRecord(**header, **known, **{k: training.get(k) for k in TRAINING_FIELDS}, extra=extra)
     rec = record.to_dict()
     ev.write_record(rec)
-    ctx.tracker.log({"stage": stage, "estimate/safety": rec["safety"], "estimate/helpfulness": rec["helpfulness"],
-                     **{f"estimate/{k}": v for k, v in rec.items() if k.startswith("pref_acc") and v is not None}})
+    key = f"eval/{cfg.eval.name}"  # against ``stage`` (records.tracking defines it as these keys' step)
+    ctx.tracker.log({"stage": stage, f"{key}/safety": rec["safety"], f"{key}/helpfulness": rec["helpfulness"],
+                     **{f"{key}/{k}": v for k, v in rec.items() if k.startswith("pref_acc") and v is not None}})
     base = next((r for r in ev.records() if r["stage"] == 0), None) if stage else None
     say(stage_summary(ctx.run_id, rec, base))
     return rec
+
+
+def summary_scores(records: list[dict[str, Any]], name: str) -> dict[str, float]:
+    """The W&B run summary's scores: every stage's (``eval/<name>/stage_<k>/safety``...), their change from the base
+    (``delta_safety``...) and the last stage's as ``final/*``: a sweep group's runs table is its results table, and a
+    scatter of ``final/delta_safety`` against ``final/delta_helpfulness`` its frontier (docs/runs.md)."""
+    base = next((r for r in records if r["stage"] == 0), None)
+    out: dict[str, float] = {}
+    for rec in records:
+        key = f"eval/{name}/stage_{rec['stage']}"
+        out[f"{key}/safety"], out[f"{key}/helpfulness"] = rec["safety"], rec["helpfulness"]
+        if base is not None and rec["stage"]:
+            out[f"{key}/delta_safety"] = rec["safety"] - base["safety"]
+            out[f"{key}/delta_helpfulness"] = rec["helpfulness"] - base["helpfulness"]
+    if records:
+        last = records[-1]
+        out["final/safety"], out["final/helpfulness"] = last["safety"], last["helpfulness"]
+        if base is not None:
+            out["final/delta_safety"] = last["safety"] - base["safety"]
+            out["final/delta_helpfulness"] = last["helpfulness"] - base["helpfulness"]
+    return out
 
 
 def stage_summary(run_id: str, rec: dict[str, Any], base: dict[str, Any] | None = None) -> str:
