@@ -188,7 +188,7 @@ def test_bad_input_is_skipped_with_reasons(tmp_path: Path):
     assert {"bad", "weird"} <= set(result.collection.table["run_id"])
 
 
-def test_empty_input_exits_nonzero_with_one_line(tmp_path: Path):
+def test_empty_input_exits_nonzero_with_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit) as exc:
         run_cli(str(tmp_path / "empty"), "--out", str(tmp_path / "out"))
@@ -199,8 +199,17 @@ def test_empty_input_exits_nonzero_with_one_line(tmp_path: Path):
         run_cli(str(tmp_path / "pending"), "--out", str(tmp_path / "out"))
     with pytest.raises(SystemExit, match="not found"):
         run_cli(str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"))
-    with pytest.raises(SystemExit, match="at least one run root"):
+    monkeypatch.setenv("AGENT_SAFETY_RUNS", str(tmp_path / "no-runs"))  # no root given: launch.py's runs dir
+    with pytest.raises(SystemExit, match=r"no run root given and .*no-runs \(the default: \$AGENT_SAFETY_RUNS"):
         run_cli("--out", str(tmp_path / "out"))
+
+
+def test_aggregate_without_a_root_reads_the_runs_dir_into_its_aggregate_folder(tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch):
+    make_runs(tmp_path / "runs")
+    monkeypatch.setenv("AGENT_SAFETY_RUNS", str(tmp_path / "runs"))
+    assert run_cli("--bootstrap", "0", "--no-figures") == 0
+    assert (tmp_path / "runs" / "aggregate" / "frontier.json").is_file()
 
 
 # ------------------------------------------------------------------------------ W&B, recorded responses
