@@ -98,6 +98,12 @@ def stage_records(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in metrics.read_text().splitlines() if line]
 
 
+def run_log(run_dir: Path) -> str:
+    """A run dir's ``run.log``: what libraries and the project's info lines wrote while it ran ('' if none)."""
+    path = Path(run_dir) / "run.log"
+    return path.read_text(encoding="utf-8") if path.exists() else ""
+
+
 #: The local OpenAI-compatible server of tests/llm/server.sh, and the model it serves.
 LLM_URL = os.environ.get("AGENT_SAFETY_TEST_LLM_URL", "http://127.0.0.1:18080/v1").rstrip("/")
 LLM_MODEL = "smollm2-135m"

@@ -148,9 +148,9 @@ def build_tiny(cfg: TinyConfig, corpus: list[str], cache_dir: str | Path) -> Pat
     def build(tmp: Path) -> None:
         from agent_safety.console import say
 
-        steps = f"a tokenizer, then {cfg.agent_steps} behaviour-cloning steps (minutes on a CPU)" if examples else \
-            "a tokenizer and a random model (seconds)"
-        say(f"building the tiny agent once into {target}: {steps}; every later run with this recipe reuses it")
+        what = (f"agent once into {target}: a tokenizer, then {cfg.agent_steps} behaviour-cloning steps (minutes "
+                "on a CPU)") if examples else f"model once into {target}: a tokenizer and a random model (seconds)"
+        say(f"building the tiny {what}; every later run with this recipe reuses it")
         with _own_rng(), _every_core():
             _build(cfg, texts, examples, tmp)
 
