@@ -41,7 +41,7 @@ def sweep_table(rows: Sequence[dict[str, Any]], runs_dir: Path | None) -> str:
     width = max([len("config"), *map(len, configs)])
     n_stages = max((len(r["records"]) for r in rows), default=0)
     lines = [f"{'run':<10}  {'config':<{width}}  seed  {'status':<9}  "
-             + "  ".join(f"stage {k} S/H  " for k in range(n_stages))]
+             + "  ".join(f"{f'stage {k} S/H':<11}" for k in range(n_stages))]
     for row, config in zip(rows, configs, strict=True):
         scores = "  ".join(f"{r['safety']:.3f}/{r['helpfulness']:.3f}" for r in row["records"])
         lines.append(f"{row['run_id']:<10}  {config:<{width}}  {row['seed']:>4}  {row['status']:<9}  {scores}")
@@ -49,8 +49,8 @@ def sweep_table(rows: Sequence[dict[str, Any]], runs_dir: Path | None) -> str:
             lines.append(f"{'':<10}  {row['error'].splitlines()[0][:160]}")
     counts = {s: sum(r["status"] == s for r in rows) for s in ("completed", "failed", "preempted", "running",
                                                                  "missing")}
-    lines.append(f"{len(rows)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n or s in
-                                                    ("completed", "failed")))
+    shown = [f"{n} {s}" for s, n in counts.items() if n or s in ("completed", "failed")]
+    lines.append(f"{len(rows)} run{'s' * (len(rows) != 1)}: " + ", ".join(shown))
     groups = sorted({str(Path(r["run_dir"]).parent) for r in rows})
     if groups:
         root = groups[0] if len(groups) == 1 else str(runs_dir or Path(groups[0]).parent)
@@ -58,14 +58,20 @@ def sweep_table(rows: Sequence[dict[str, Any]], runs_dir: Path | None) -> str:
     return "\n".join(lines)
 
 
+#: Keys that say where and how a run ran, not what it is: left out of the table's config column.
+_PLUMBING = ("paths.", "hydra.", "hydra/", "threads", "logger", "device", "seed", "+sweep", "sweep")
+
+
 def _varying(jobs: Sequence[Sequence[str]]) -> set[str]:
-    """The keys whose value differs between jobs (all of them for a one-run sweep)."""
+    """The keys whose value differs between jobs; for a one-run sweep, those that choose what it is."""
     values: dict[str, set[str]] = {}
     for job in jobs:
         for o in job:
             key, _, value = o.partition("=")
             values.setdefault(key, set()).add(value)
-    return {k for k, v in values.items() if len(v) > 1 or len(jobs) == 1}
+    if len(jobs) == 1:
+        return {k for k in values if not k.startswith(_PLUMBING)}
+    return {k for k, v in values.items() if len(v) > 1}
 
 
 class SweepSummary(Callback):
