@@ -131,7 +131,9 @@ def quiet(log_file: Path, scrub: Callable[[str], str] = lambda s: s) -> Iterator
         file_handler.setFormatter(_Scrubbed(scrub))
         own_filter = _OwnWarnings()
         shown = _terminal_handlers(root, (out, err, sys.__stdout__, sys.__stderr__))  # not pytest's caplog
-        added = None if shown else logging.StreamHandler(getattr(err, "terminal", err))
+        # no handler at all (a command without logging set up): Python's last resort would print the project's
+        # warnings to stderr, which the block sends to the log; this one keeps them on the terminal
+        added = None if root.handlers else logging.StreamHandler(getattr(err, "terminal", err))
         for h in shown:
             h.addFilter(own_filter)
         if added is not None:
