@@ -109,7 +109,7 @@ def _convert_gguf(file: Path, out: Path, hint: str) -> None:
     from agent_safety.console import say
 
     say(f"converting {file.name} once into plain weights in the cache (about 20 s; every later load takes under a "
-        "second)")
+        "second)", err=True)
 
     if importlib.util.find_spec("gguf") is None:
         raise ModuleNotFoundError(f"{hint} (the gguf package is not installed)", name="gguf")

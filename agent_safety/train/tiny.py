@@ -150,7 +150,7 @@ def build_tiny(cfg: TinyConfig, corpus: list[str], cache_dir: str | Path) -> Pat
 
         what = (f"agent once into {target}: a tokenizer, then {cfg.agent_steps} behaviour-cloning steps (minutes "
                 "on a CPU)") if examples else f"model once into {target}: a tokenizer and a random model (seconds)"
-        say(f"building the tiny {what}; every later run with this recipe reuses it")
+        say(f"building the tiny {what}; every later run with this recipe reuses it", err=True)  # stdout: results
         with _own_rng(), _every_core():
             _build(cfg, texts, examples, tmp)
 
