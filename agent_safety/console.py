@@ -48,28 +48,30 @@ class _Routed(io.TextIOBase):
         return "utf-8"
 
 
-def terminal() -> TextIO:
-    """Where a run's own lines go: the terminal, also while :func:`quiet` sends library output to the log."""
-    return getattr(sys.stdout, "terminal", sys.stdout)
+def terminal(err: bool = False) -> TextIO:
+    """Where a run's own lines go (``err``: its stderr): the terminal, also while :func:`quiet` sends library
+    output to the log."""
+    stream = sys.stderr if err else sys.stdout
+    return getattr(stream, "terminal", stream)
 
 
 def say(text: str, err: bool = False) -> None:
-    """Print one of the run's own lines (``err``: to stderr) on the terminal."""
-    stream = getattr(sys.stderr, "terminal", sys.stderr) if err else terminal()
-    print(text, file=stream, flush=True)
+    """Print one of the run's own lines on the terminal: results to stdout, what it is doing (``err``) to stderr."""
+    print(text, file=terminal(err), flush=True)
 
 
 def bars_shown() -> bool:
     """Progress bars on a terminal only, and never under ``TQDM_DISABLE``: in a file their redraws are noise."""
-    out = terminal()
+    out = terminal(err=True)
     return not os.environ.get("TQDM_DISABLE") and hasattr(out, "isatty") and out.isatty()
 
 
 def progress(total: int | None, desc: str, initial: int = 0, unit: str = "it") -> Any:
-    """A progress bar with an ETA on the terminal, erased when done (the result line that follows says it)."""
+    """A progress bar with an ETA on the terminal's stderr, erased when done (the result line that follows says
+    it)."""
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, initial=initial, unit=unit, file=terminal(), leave=False,
+    return tqdm(total=total, desc=desc, initial=initial, unit=unit, file=terminal(err=True), leave=False,
                 disable=not bars_shown(), dynamic_ncols=True)
 
 
