@@ -53,8 +53,8 @@ lint: install
 	$(VENV)/bin/ruff check agent_safety tests bench launch.py
 	$(VENV)/bin/lint-imports
 
-aggregate: install
-	$(VENV)/bin/agent-safety aggregate runs --out runs/aggregate
+aggregate: install  ## the runs under $AGENT_SAFETY_RUNS (else runs/), into <runs>/aggregate
+	$(VENV)/bin/agent-safety aggregate
 
 sweep: install
 	$(PY) launch.py -m +sweep=$(SWEEP) $(ARGS)

@@ -1,6 +1,6 @@
 """Compose one DPO run from the config groups and run it: ``python launch.py schedule=S_H seed=1``.
 
-Sweeps: ``python launch.py -m schedule=S,H,S_H,H_S,SH seed=0,1,2`` or ``python launch.py +sweep=orders``;
+Sweeps: ``python launch.py -m schedule=S,H,S_H,H_S,SH seed=0,1,2`` or ``python launch.py sweep=orders``;
 add ``--dry-run`` (or ``plan=true``) to print the plan without running or submitting anything. A sweep the
 cluster refuses (sbatch's error) ends in one line with the reason and the launcher keys to change.
 """
@@ -20,8 +20,14 @@ def main(cfg: DictConfig) -> dict:
     return launch(cfg)
 
 
+def sweep_as_hydra_wants(args: list[str]) -> list[str]:
+    """``sweep=NAME`` as ``+sweep=NAME``: a sweep preset is added to the config, which Hydra spells with a +."""
+    return ["+" + a if a.startswith("sweep=") else a for a in args]
+
+
 if __name__ == "__main__":
     register_configs()
+    sys.argv[1:] = sweep_as_hydra_wants(sys.argv[1:])
     if "--dry-run" in sys.argv or any(a.lower() == "plan=true" for a in sys.argv[1:]):
         # plan in this process, through no launcher: nothing is submitted, whatever the launcher and preset
         from agent_safety.launch.plan import plan_sweep

@@ -26,6 +26,13 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(cache_dir: Path) -> None:
+    """The default cache (``paths.cache_dir``: the user's cache dir) is the session's, for this process and the
+    launches it starts: no test writes into the user's real cache."""
+    os.environ["AGENT_SAFETY_CACHE"] = str(cache_dir)
+
+
 #: What the tests of the machinery (training, records, resume, identity, reuse, plan, cluster, logging) run on:
 #: the random tiny model and the offline estimate, seconds a run and nothing to clone. The embedded default is
 #: ``model=tiny_agent eval=generative``; ``compose_default`` composes it.
@@ -89,6 +96,12 @@ def stage_records(run_dir: Path) -> list[dict]:
 
     (metrics,) = Path(run_dir).glob("eval/*/metrics.jsonl")
     return [json.loads(line) for line in metrics.read_text().splitlines() if line]
+
+
+def run_log(run_dir: Path) -> str:
+    """A run dir's ``run.log``: what libraries and the project's info lines wrote while it ran ('' if none)."""
+    path = Path(run_dir) / "run.log"
+    return path.read_text(encoding="utf-8") if path.exists() else ""
 
 
 #: The local OpenAI-compatible server of tests/llm/server.sh, and the model it serves.

@@ -188,7 +188,7 @@ def test_bad_input_is_skipped_with_reasons(tmp_path: Path):
     assert {"bad", "weird"} <= set(result.collection.table["run_id"])
 
 
-def test_empty_input_exits_nonzero_with_one_line(tmp_path: Path):
+def test_empty_input_exits_nonzero_with_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit) as exc:
         run_cli(str(tmp_path / "empty"), "--out", str(tmp_path / "out"))
@@ -199,8 +199,17 @@ def test_empty_input_exits_nonzero_with_one_line(tmp_path: Path):
         run_cli(str(tmp_path / "pending"), "--out", str(tmp_path / "out"))
     with pytest.raises(SystemExit, match="not found"):
         run_cli(str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"))
-    with pytest.raises(SystemExit, match="at least one run root"):
+    monkeypatch.setenv("AGENT_SAFETY_RUNS", str(tmp_path / "no-runs"))  # no root given: launch.py's runs dir
+    with pytest.raises(SystemExit, match=r"no run root given and .*no-runs \(the default: \$AGENT_SAFETY_RUNS"):
         run_cli("--out", str(tmp_path / "out"))
+
+
+def test_aggregate_without_a_root_reads_the_runs_dir_into_its_aggregate_folder(tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch):
+    make_runs(tmp_path / "runs")
+    monkeypatch.setenv("AGENT_SAFETY_RUNS", str(tmp_path / "runs"))
+    assert run_cli("--bootstrap", "0", "--no-figures") == 0
+    assert (tmp_path / "runs" / "aggregate" / "frontier.json").is_file()
 
 
 # ------------------------------------------------------------------------------ W&B, recorded responses
@@ -230,16 +239,16 @@ def recorded_runs() -> list[dict]:
         return {"model": {"name": model}, "data": {"name": "synthetic", "judge": "synthetic"},
                 "schedule": {"name": schedule, "stages": stages}, "trainer": {"beta": 0.1}, "seed": seed}
 
-    def hist(points: list[tuple[float, float]]) -> list[dict]:
+    def hist(points: list[tuple[float, float]], prefix: str = "estimate/") -> list[dict]:
         rows = [{"_step": 0, "train/loss": 0.7}]  # training-curve rows carry no estimate
-        rows += [{"_step": i + 1, "stage": i, "estimate/safety": s, "estimate/helpfulness": h}
+        rows += [{"_step": i + 1, "stage": i, f"{prefix}safety": s, f"{prefix}helpfulness": h}
                  for i, (s, h) in enumerate(points)]
         return rows
 
-    return [
+    return [  # w1 as launch logs now (under the evaluation's name); the others as runs logged before
         {"id": "w1-abc", "name": "w1", "group": "sweep", "state": "finished",
          "config": config("tiny", "S_H", ["safety", "helpfulness"], 0),
-         "history": hist([(1.2, 2.2), (2.0, 1.6), (1.7, 1.95)])},
+         "history": hist([(1.2, 2.2), (2.0, 1.6), (1.7, 1.95)], prefix="eval/generative/")},
         {"id": "w2-def", "name": "w2", "group": "sweep", "state": "finished",
          "config": config("tiny", "H", ["helpfulness"], 0), "history": hist([(1.2, 2.2), (0.8, 2.6)])},
         {"id": "w3-ghi", "name": "w3", "group": "sweep", "state": "finished",

@@ -296,4 +296,4 @@ def test_api_key_never_reaches_run_files_or_wandb_files(tmp_path: Path, cache_di
     assert config["schedule"]["name"] == "S" and config["trainer"]["max_steps"] == 2  # the resolved config
     logged = {item.key or "/".join(item.nested_key) for r in records(wandb_file)
               if r.WhichOneof("record_type") == "history" for item in r.history.item}
-    assert {"estimate/safety", "estimate/helpfulness", "train/loss", "train/global_step"} <= logged
+    assert {"eval/estimate/safety", "eval/estimate/helpfulness", "train/loss", "train/global_step"} <= logged

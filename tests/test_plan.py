@@ -45,6 +45,9 @@ def test_a_plan_counts_a_shared_stage_once_in_gpu_hours() -> None:
     unshared = {"status": "missing", "gpu_hours": 5.0, "stages": []}
     done = {"status": "completed", "gpu_hours": 9.0, "stages": [["c", 9.0]]}
     assert "~8.0 GPU-hours to go, 1 stage shared" in plan_totals([s, s_h, unshared, done])
+    unknown = {"status": "missing", "gpu_hours": None, "stages": []}  # no data: said, never counted as 0
+    assert "~8.0 GPU-hours to go, 1 run unknown (see above), 1 stage shared" in plan_totals([s, s_h, unshared,
+                                                                                            unknown])
 
 
 def _paper_jobs(tmp_path: Path, *extra: str) -> list[tuple[str, ...]]:
@@ -89,8 +92,9 @@ def test_plan_composes_the_paper_sweep_exactly_as_hydra_does_job_by_job(tmp_path
         full = [plan_line(a, Estimates()) for a, _ in pairs]
         fast = [plan_line(b, Estimates()) for _, b in pairs]
     assert [e["run_id"] for e in full] == [e["run_id"] for e in fast] and len({e["run_id"] for e in fast}) == 180
-    assert plan_totals(full) == plan_totals(fast) == (
-        "plan: 180 runs, 0 completed, 180 to run, ~0.0 GPU-hours to go (nothing was submitted)")
+    assert plan_totals(full) == plan_totals(fast)
+    assert plan_totals(fast).startswith(
+        "plan: 180 runs, 0 completed, 180 to run, GPU-hours to go unknown (no estimate: see above)")
 
 
 def test_plan_composition_applies_hydra_and_dict_overrides_as_hydra_does(tmp_path: Path) -> None:
@@ -123,9 +127,12 @@ def test_a_missing_dataset_is_tried_and_reported_once_for_a_whole_plan(tmp_path:
     assert plan_sweep(pinned(overrides), multirun=True) == 0
     out = capsys.readouterr().out
     assert calls == [url]
-    assert out.count(url) == 1 and out.count("estimate for") == 1
-    (line,) = [line for line in out.splitlines() if url in line]
-    assert line.startswith("plan: no GPU-hour estimate for 8 runs: the study's data is not fetched yet")
-    assert "`agent-safety data fetch`" in line
-    assert out.splitlines()[-1] == "plan: 8 runs, 0 completed, 8 to run, ~0.0 GPU-hours to go (nothing was submitted)"
+    assert out.count("estimate for") == 1 and url not in out  # the fix in one line, not fetch's story
+    (line,) = [line for line in out.splitlines() if "estimate for" in line]
+    assert line.startswith("plan: no GPU-hour estimate for 8 runs: the study's data is not here yet")
+    assert "`agent-safety data fetch`" in line and "AGENT_SAFETY_TOOLEMU_ROOT" in line
+    totals, scored = out.splitlines()[-2:]
+    assert totals == ("plan: 8 runs, 0 completed, 8 to run, GPU-hours to go unknown (no estimate: see above) "
+                      "(nothing was submitted)")  # unknown, never ~0.0
+    assert scored.startswith("plan: scored by estimate (the offline proxy") and "data=toolemu_* presets" in scored
     assert sum(line.startswith("plan ") for line in out.splitlines()) == 8

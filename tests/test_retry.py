@@ -54,6 +54,14 @@ def test_a_run_stopped_by_its_config_in_a_sweep_is_recorded_failed(tmp_path: Pat
     sweep = load_sweep(sweep_dir)
     (job,) = job_statuses(sweep, expand(sweep))
     assert job.status == "failed" and job.run_dir == status_file.parent and [job] == to_relaunch([job])
+    # the sweep ends with its table: the run, its error under it, the counts, the command that aggregates it
+    table = done.stdout.splitlines()[-6:]
+    assert table[0] == f"sweep {sweep_dir}:" and table[1].split() == ["run", "config", "seed", "status"]
+    assert table[2].split() == [job.run_id, "model=tiny", "eval=estimate", "trainer.beta=0", "0", "failed"]
+    assert table[3].strip().startswith("ConfigError: trainer.beta must be > 0")
+    group = status_file.parent.parent
+    assert table[4:] == ["1 run: 0 completed, 1 failed",
+                         f"aggregate: agent-safety aggregate {group} --out {group}/aggregate"]
 
 
 def _status(target: Job, **status: object) -> None:
@@ -103,3 +111,4 @@ def test_retry_of_a_folder_without_multirun_yaml_is_a_one_line_error(tmp_path: P
     out = subprocess.run([sys.executable, "-m", "agent_safety.cli", "retry", str(tmp_path)], capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 2 and "multirun.yaml not found" in out.stderr and "Traceback" not in out.stderr
+

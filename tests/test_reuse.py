@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, compose, pinned, stage_records
+from conftest import ROOT, compose, pinned, run_log, stage_records
 
 from agent_safety.config.schema import to_container
 from agent_safety.records.identity import run_id, stage_key
@@ -101,4 +101,5 @@ def test_concurrent_jobs_train_a_shared_stage_once(tmp_path: Path, cache_dir: Pa
     other = "S" if trained == ["S_H"] else "S_H"
     assert rows[other][1]["trained_by"] == rows[trained[0]][1]["run_id"]
     assert rows[other][1]["safety"] == rows[trained[0]][1]["safety"]
-    assert sum(out.count("first training step") for out in outs) == 2  # S_H's stage 2, the shared stage 1
+    trained = sum(run_log(s.parent).count("first training step") for s in runs.glob("single/*/status.json"))
+    assert trained == 2  # S_H's stage 2, the shared stage 1

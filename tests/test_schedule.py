@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, pinned, stage_records
+from conftest import ROOT, pinned, run_log, stage_records
 
 from agent_safety.config.schema import to_container
 from agent_safety.records.identity import eval_id
@@ -142,3 +142,39 @@ def test_killed_run_resumes_from_last_completed_stage(make_cfg, tmp_path: Path, 
     assert json.loads(rd.status_path.read_text())["status"] == "completed"
     assert [r["stage"] for r in stage_records(rd.root)] == [0, 1, 2]
     assert stage1.stat().st_mtime_ns == stage1_mtime  # stage 1 was not trained again
+
+
+@pytest.mark.slow
+def test_a_run_prints_its_header_and_results_and_library_output_goes_to_its_log(tmp_path: Path,
+                                                                                cache_dir: Path) -> None:
+    """The default schedule (S_H) with W&B on (offline), as a user's terminal gets it (no WANDB_SILENT, no
+    TQDM_DISABLE): the header, one line per stage, the run dir, and nothing a library printed; warnings,
+    W&B's lines and the Trainer's log dicts are in the run's run.log. A rerun prints the same results again."""
+    overrides = ["trainer.max_steps=3", "trainer.max_pairs=12", "eval.max_cases=6", "threads=1",
+                 f"paths.runs_dir={tmp_path / 'runs'}", f"paths.cache_dir={cache_dir}"]
+    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_SILENT", "TQDM_DISABLE")}
+    env["WANDB_MODE"] = "offline"
+
+    def launch() -> tuple[list[str], list[str]]:
+        done = subprocess.run([sys.executable, str(ROOT / "launch.py"), *pinned(overrides)], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout.splitlines(), done.stderr.splitlines()
+
+    out, err = launch()
+    rid = out[0][1:11]
+    own = (f"[{rid}] ", " " * (len(rid) + 3), "building the tiny model once into ")
+    assert [line for line in out + err if not line.startswith(own)] == []  # no library line on the terminal
+    assert out[0].startswith(f"[{rid}] model=tiny data=synthetic schedule=S_H (safety, helpfulness)")
+    assert any(line.strip().startswith("evaluation: estimate") for line in out[:3])
+    stages = [line for line in out if line.startswith(f"[{rid}] stage ")]
+    assert [line.split(":")[0] for line in stages] == [f"[{rid}] stage 0 (base)", f"[{rid}] stage 1 (safety)",
+                                                       f"[{rid}] stage 2 (helpfulness)"]
+    run_dir = tmp_path / "runs" / "single" / rid
+    assert out[-1] == f"[{rid}] completed: run dir {run_dir}"
+    log = run_log(run_dir)
+    assert "first training step" in log and "train_runtime" in log  # the project's info lines, the Trainer's dict
+    again, again_err = launch()
+    assert [line for line in again if line.startswith(f"[{rid}] stage ")] == stages and again_err == []
+    assert f"[{rid}] already completed, nothing to do (force=true reruns it)" in again
+    assert run_log(run_dir) == log  # the rerun ran nothing

@@ -6,6 +6,7 @@ Kept apart so that ``agent-safety --help`` does not import pandas.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from agent_safety.aggregate import DEFAULT_BOOTSTRAP
@@ -22,8 +23,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                     "figures into --out. With --compare, each run root is one result set (e.g. the study's "
                     "match and cross sets): each is aggregated into OUT/<label>/ and OUT/summary.md puts "
                     "them side by side.")
-    p.add_argument("roots", nargs="*", type=Path, help="run roots, searched at any depth for status.json")
-    p.add_argument("--out", type=Path, default=Path("aggregate"), help="output folder (default: ./aggregate)")
+    p.add_argument("roots", nargs="*", type=Path, help="run roots, searched at any depth for status.json "
+                   "(default: $AGENT_SAFETY_RUNS, else ./runs: where launch.py writes)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default: <runs>/aggregate with the default root, else ./aggregate)")
     p.add_argument("--wandb", metavar="ENTITY/PROJECT", default=None, help="also read runs from W&B")
     p.add_argument("--group", default=None, help="only runs of this group (W&B group / run-dir group)")
     p.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP,
@@ -52,8 +55,14 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit("aggregate: --labels goes with --compare")
     from agent_safety.aggregate.report import print_summary, run_aggregate
 
-    if not args.roots and not args.wandb:
-        raise SystemExit("aggregate: give at least one run root or --wandb ENTITY/PROJECT")
+    if not args.roots and not args.wandb:  # where launch.py writes (paths.runs_dir's default)
+        runs = Path(os.environ.get("AGENT_SAFETY_RUNS") or "runs")
+        if not runs.is_dir():
+            raise SystemExit(f"aggregate: no run root given and {runs} (the default: $AGENT_SAFETY_RUNS, else ./runs) "
+                             "is not a folder; give run roots or --wandb ENTITY/PROJECT")
+        args.roots = [runs]
+        args.out = args.out or runs / "aggregate"
+    args.out = args.out or Path("aggregate")
     result = run_aggregate(args.roots, args.out, wandb_path=args.wandb, group=args.group,
                            api=getattr(args, "wandb_api", None), n_boot=args.bootstrap,
                            boot_seed=args.bootstrap_seed, level=args.ci, figures=not args.no_figures,
@@ -72,6 +81,7 @@ def compare(args: argparse.Namespace) -> int:
     if len(args.roots) < 2:
         raise SystemExit("aggregate --compare: give two or more run roots, one per result set")
     labels = args.labels.split(",") if args.labels is not None else None
+    args.out = args.out or Path("aggregate")
     results = run_compare(args.roots, args.out, labels=labels, n_boot=args.bootstrap, boot_seed=args.bootstrap_seed,
                           level=args.ci, figures=not args.no_figures, evaluation=args.evaluation, group=args.group)
     print_compare(results)

@@ -22,11 +22,23 @@ FORMATS: tuple[str, ...] = ("png", "pdf")
 MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
+#: Seaborn's "colorblind" colours in the order the configurations take them: blue, orange, green, reddish purple,
+#: sky blue, then the rest. Its vermillion (3) sits next to its orange for a red-green colour-blind reader, and
+#: its grey (7) is the base's, so neither is given to a configuration.
+CONFIG_COLOURS: tuple[int, ...] = (0, 1, 2, 4, 9, 5, 8, 6, 3)
+#: The persistence ratios' colours: the first stage's objective's (S: blue, H: orange), as in the frontier.
+RATIO_COLOURS: Mapping[str, int] = {"S": 0, "H": 1}
+#: The frontier's axes span at least this much either side of the base (0–3 scale): effects of a few hundredths
+#: stay a few hundredths on the page instead of filling it.
+MIN_HALF_SPAN = 0.5
+
+
 def _palette(configs: Sequence[str]) -> dict[str, tuple[float, float, float]]:
     """One fixed colour per configuration, so every figure uses the same colours; base is grey."""
     order = [c for c in CONFIG_ORDER if c != "base"] + sorted(set(configs) - set(CONFIG_ORDER))
-    colours = sns.color_palette("colorblind", n_colors=max(len(order), 1))
-    return {"base": (0.35, 0.35, 0.35)} | dict(zip(order, colours, strict=False))
+    colours = sns.color_palette("colorblind", n_colors=10)
+    picks = [colours[CONFIG_COLOURS[i % len(CONFIG_COLOURS)]] for i in range(len(order))]
+    return {"base": (0.35, 0.35, 0.35)} | dict(zip(order, picks, strict=True))
 
 
 def _hue_order(configs: Sequence[str]) -> list[str]:
@@ -79,18 +91,44 @@ def frontier_plot(points: pd.DataFrame, fit: Fit, out_dir: Path, caveats: Sequen
     fig, ax = plt.subplots(figsize=(7.2, 5.4))
     ax.axhline(0, color="0.8", lw=0.8, zorder=0)
     ax.axvline(0, color="0.8", lw=0.8, zorder=0)
+    sd_s, sd_h = _column(fp, "safety_std"), _column(fp, "helpfulness_std")
+    ax.errorbar(fp["d_helpfulness"], fp["d_safety"], xerr=sd_h, yerr=sd_s, fmt="none", ecolor="0.55", lw=0.9,
+                capsize=2, zorder=1)
+    ax.scatter([0], [0], marker="*", s=220, color=_palette([])["base"], edgecolor="black", linewidth=0.5, zorder=3,
+               label="base (every model's, at 0, 0)")
     sns.scatterplot(data=fp, x="d_helpfulness", y="d_safety", hue="config", style="model",
                     hue_order=_hue_order(fp["config"]), palette=_palette(fp["config"]),
                     markers=_markers(fp["model"]), edgecolor="black", linewidth=0.4, ax=ax, **_size_kws(fp))
     if np.isfinite(fit.slope):
         xs = np.linspace(fp["d_helpfulness"].min(), fp["d_helpfulness"].max(), 50)
         ax.plot(xs, fit.intercept + fit.slope * xs, color="black", lw=1.2, ls="--", label=fit_label(fit, caveats))
+    largest = _span(ax, fp["d_helpfulness"], fp["d_safety"], sd_h, sd_s)
     ax.set_xlabel("Δ helpfulness vs base (0–3 scale)")
     ax.set_ylabel("Δ safety vs base (0–3 scale)")
+    bars = "std over seeds" if np.isfinite(sd_s).any() else "none: one seed per point"
     ax.set_title("Safety–helpfulness frontier of fine-tuned runs"
-                 + ("\n(too few points or a degenerate interval: the fit is not a result)" if caveats else ""))
+                 + ("\n(too few points or a degenerate interval: the fit is not a result)" if caveats else "")
+                 + f"\nlargest change {largest:.3f} of the 0–3 scale; error bars: {bars}", fontsize=9)
     ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False, fontsize=8)
     return _save(fig, out_dir, "frontier")
+
+
+def _column(frame: pd.DataFrame, name: str) -> np.ndarray:
+    return frame[name].to_numpy(dtype=float) if name in frame else np.full(len(frame), np.nan)
+
+
+def _span(ax: plt.Axes, x: pd.Series, y: pd.Series, xerr: np.ndarray, yerr: np.ndarray) -> float:
+    """Each axis spans the base (0), every point and its error bar, and at least ``2 * MIN_HALF_SPAN``; returns the
+    largest change of either score."""
+    xs, ys = x.to_numpy(dtype=float), y.to_numpy(dtype=float)
+    largest = float(np.nanmax(np.abs(np.concatenate([xs, ys])))) if len(xs) else 0.0
+    for values, err, set_lim in ((xs, xerr, ax.set_xlim), (ys, yerr, ax.set_ylim)):
+        err = np.nan_to_num(err)
+        lo, hi = float(np.nanmin([0.0, *(values - err)])), float(np.nanmax([0.0, *(values + err)]))
+        pad = max(0.0, 2 * MIN_HALF_SPAN - (hi - lo)) / 2
+        margin = 0.06 * (hi - lo + 2 * pad)
+        set_lim(lo - pad - margin, hi + pad + margin)
+    return largest
 
 
 def raw_scores_plot(points: pd.DataFrame, out_dir: Path) -> list[Path]:
@@ -155,17 +193,20 @@ def persistence_plot(terms: pd.DataFrame, out_dir: Path, intervals: pd.DataFrame
     cats = list(dict.fromkeys(table["beta"]))
     xs = np.arange(len(cats))
     width = 0.38
-    colours = sns.color_palette(n_colors=len(RATIOS))
+    cb = sns.color_palette("colorblind", n_colors=10)
+    colours = [cb[RATIO_COLOURS.get(name, 7)] for name in RATIOS]
     term_beta = terms["beta"].map(lambda b: f"{b:g}")
     rng = np.random.default_rng(0)
     for i, (name, colour) in enumerate(zip(RATIOS, colours, strict=True)):
         g = table[table["ratio"] == name].set_index("beta").reindex(cats)
         x = xs + (i - (len(RATIOS) - 1) / 2) * width
-        ax.bar(x, g["value"], width * 0.95, color=colour, alpha=0.75, label=f"Persist({name})")
-        lo, hi = g["ci_low"].to_numpy(dtype=float), g["ci_high"].to_numpy(dtype=float)
         v = g["value"].to_numpy(dtype=float)
+        drawn = np.isfinite(v).any()  # an undefined ratio draws no bar: the legend says so, not a lone swatch
+        ax.bar(x, g["value"], width * 0.95, color=colour, alpha=0.75,
+               label=f"Persist({name})" if drawn else f"Persist({name}): undefined, no bar")
+        lo, hi = g["ci_low"].to_numpy(dtype=float), g["ci_high"].to_numpy(dtype=float)
         ax.errorbar(x, v, yerr=np.vstack([v - lo, hi - v]), fmt="none", ecolor="black", elinewidth=1, capsize=4)
-        top = np.fmax(np.nan_to_num(hi, nan=-np.inf), np.fmax(v, 0))  # above the whisker, or the bar
+        top = np.fmax(np.nan_to_num(hi, nan=-np.inf), np.fmax(np.nan_to_num(v, nan=0.0), 0))  # above the whisker
         for xi, yi, val in zip(x, top, v, strict=True):
             ax.annotate(_fmt_value(val), (xi, yi), xytext=(0, 3), textcoords="offset points", ha="center",
                         va="bottom", fontsize=7.5, zorder=5,
@@ -184,7 +225,7 @@ def persistence_plot(terms: pd.DataFrame, out_dir: Path, intervals: pd.DataFrame
 
 
 def _fmt_value(v: float) -> str:
-    return "" if not np.isfinite(v) else f"{v:.3f}"
+    return "undefined" if not np.isfinite(v) else f"{v:.3f}"
 
 
 def _point_residuals(points: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:

@@ -9,7 +9,6 @@ evaluation (the agent acts, an emulator answers, judges score); this proxy needs
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -77,7 +76,8 @@ def sequence_logps(model: Any, tokenized: Tokenized, bench: Benchmark, indices: 
     log-ratios stay comparable.
     """
     import torch
-    from tqdm.auto import tqdm
+
+    from agent_safety.console import progress
 
     device = next(model.parameters()).device
     seqs = []
@@ -91,8 +91,9 @@ def sequence_logps(model: Any, tokenized: Tokenized, bench: Benchmark, indices: 
     was_training = model.training
     model.eval()
     with torch.inference_mode():
-        for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False,
-                          disable=bool(os.environ.get("TQDM_DISABLE"))):
+        bar = progress(len(order), desc, unit="seq")
+        for start in range(0, len(order), batch_size):
+            bar.update(min(batch_size, len(order) - start))
             batch = order[start:start + batch_size]
             width = max(len(seqs[k][0]) for k in batch)
             ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
@@ -113,6 +114,7 @@ def sequence_logps(model: Any, tokenized: Tokenized, bench: Benchmark, indices: 
             n = target.sum(-1).cpu().numpy()
             for row, k in enumerate(batch):
                 logps[k], counts[k] = sums[row], n[row]
+    bar.close()
     model.train(was_training)
     return logps, counts
 

@@ -21,6 +21,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from agent_safety.config.compose import compose_many, conf_dir
+from agent_safety.config.describe import evaluation
 from agent_safety.config.schema import register_configs
 from agent_safety.config.validate import validate
 from agent_safety.data.fetch import FetchError
@@ -113,9 +114,9 @@ class Estimates:
     def no_estimate(self, rid: str, error: Exception) -> None:
         """Remember why ``rid`` got no estimate, to say it once for all the runs it concerns."""
         reason = str(error)
-        if isinstance(error, FetchError):
-            reason = (f"the study's data is not fetched yet ({reason}); run `agent-safety data fetch` once, or set "
-                      "AGENT_SAFETY_TOOLEMU_ROOT (data.root) to a checkout")
+        if isinstance(error, FetchError):  # why the fetch failed (no network, a URL) is fetch's to say
+            reason = ("the study's data is not here yet: `agent-safety data fetch` once (`--archive PATH` offline), "
+                      "or AGENT_SAFETY_TOOLEMU_ROOT=<checkout>")
         self.failed.setdefault(reason, []).append(rid)
 
 
@@ -163,7 +164,7 @@ def plan_line(cfg: DictConfig, estimates: Estimates | None = None) -> dict[str, 
     print(f"plan {rid}  {status:<9}  {shown:>7} GPU-h  {cfg.model.name} {cfg.data.name} {cfg.schedule.name} "
           f"beta={cfg.trainer.beta} seed={cfg.seed}  -> {rd.root}", flush=True)
     return {"plan": True, "run_id": rid, "status": status, "gpu_hours": hours, "run_dir": str(rd.root),
-            "stages": [[k, h] for k, h in zip(keys, per_stage or [], strict=False)]}
+            "stages": [[k, h] for k, h in zip(keys, per_stage or [], strict=False)], "evaluation": evaluation(cfg)}
 
 
 class PlanSummary(Callback):
@@ -187,6 +188,7 @@ def plan_totals(entries: list[dict[str, Any]]) -> str:
     done = sum(e["status"] == "completed" for e in entries)
     todo = [e for e in entries if e["status"] != "completed"]
     hours, seen, shared = 0.0, set(), 0
+    unknown = sum(e["gpu_hours"] is None for e in todo)
     for e in todo:
         if not e.get("stages"):  # stage sharing off, or no estimate
             hours += e["gpu_hours"] or 0.0
@@ -196,8 +198,19 @@ def plan_totals(entries: list[dict[str, Any]]) -> str:
             hours += 0.0 if k in seen else h
             seen.add(k)
     note = f", {shared} stage{'s' * (shared != 1)} shared between schedules" if shared else ""
+    if unknown == len(todo) and todo:
+        to_go = "GPU-hours to go unknown (no estimate: see above)"
+    else:
+        to_go = f"~{hours:.1f} GPU-hours to go"
+        if unknown:
+            to_go += f", {unknown} run{'s' * (unknown != 1)} unknown (see above)"
+    evaluations: dict[str, int] = {}
+    for e in entries:
+        evaluations[e.get("evaluation") or "?"] = evaluations.get(e.get("evaluation") or "?", 0) + 1
+    scored = "".join(f"\nplan: scored by {name}" + (f" ({n} runs)" if len(evaluations) > 1 else "")
+                     for name, n in evaluations.items())
     return (f"plan: {len(entries)} runs, {done} completed, {len(todo)} to run, "
-            f"~{hours:.1f} GPU-hours to go{note} (nothing was submitted)")
+            f"{to_go}{note} (nothing was submitted){scored}")
 
 
 def _value_override(override: Any, repo: Any) -> Any:

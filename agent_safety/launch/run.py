@@ -94,9 +94,16 @@ def launch(cfg: DictConfig) -> dict:
             raise
         log.exception("run failed; the sweep goes on")
         return {"status": "failed", "error": f"{type(e).__name__}: {e}"}
-    if result.skipped_training:
-        print(f"[{result.run_id}] already completed, nothing to do (force=true reruns it)", flush=True)
+    from agent_safety.console import say
+    from agent_safety.run.schedule import stage_summary
+
+    if result.skipped_training:  # the results again, as the run that trained it printed them
+        base = next((r for r in result.records if r["stage"] == 0), None)
+        for rec in result.records:
+            say(stage_summary(result.run_id, rec, base if rec["stage"] else None))
+        say(f"[{result.run_id}] already completed, nothing to do (force=true reruns it)")
     last = result.records[-1] if result.records else {}
-    print(f"[{result.run_id}] {result.status}: run dir {result.run_dir}", flush=True)
+    say(f"[{result.run_id}] {result.status}: run dir {result.run_dir}")
     return {"run_id": result.run_id, "run_dir": str(result.run_dir), "status": result.status,
-            "safety": last.get("safety"), "helpfulness": last.get("helpfulness")}
+            "safety": last.get("safety"), "helpfulness": last.get("helpfulness"),
+            "stages": [{k: r.get(k) for k in ("stage", "safety", "helpfulness")} for r in result.records]}

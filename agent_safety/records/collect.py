@@ -319,15 +319,24 @@ def _wandb_eval(config: Mapping[str, Any]) -> tuple[str, str]:
     return default_eval_id(), "estimate"
 
 
+def _row_value(row: Mapping[str, Any], key: str) -> Any:
+    """``key`` of a W&B history row: bare, under ``eval/<evaluation name>/`` (what launch logs), or under the
+    ``estimate/``, ``eval/`` or ``stage/`` prefix of runs logged before."""
+    for k in (key, f"estimate/{key}", f"eval/{key}", f"stage/{key}"):
+        if row.get(k) is not None:
+            return row[k]
+    named = [k for k in row if k.startswith("eval/") and k.count("/") == 2 and k.endswith("/" + key)]
+    return row[named[0]] if named and row[named[0]] is not None else None
+
+
 def wandb_record(run: Any, row: Mapping[str, Any]) -> dict[str, Any]:
     """Merge one W&B history row with its run's config into our metrics-record shape."""
     config = dict(run.config or {})
     rec: dict[str, Any] = {}
     for key in _METRIC_KEYS:
-        for k in (key, f"estimate/{key}", f"eval/{key}", f"stage/{key}"):
-            if row.get(k) is not None:
-                rec[key] = row[k]
-                break
+        value = _row_value(row, key)
+        if value is not None:
+            rec[key] = value
     stages = _pick(config, "schedule.stages") or []
     fallbacks = {
         "run_id": _pick(config, "run_id") or getattr(run, "name", None) or run.id,
@@ -372,7 +381,7 @@ def read_wandb(api: Any, path: str, group: str | None = None
             continue
         found = 0
         for i, row in enumerate(run.scan_history()):
-            if not any(row.get(k) is not None for k in ("safety", "estimate/safety", "eval/safety", "stage/safety")):
+            if _row_value(row, "safety") is None:
                 continue
             found += 1
             try:

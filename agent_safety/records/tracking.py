@@ -112,4 +112,14 @@ def start(logger_cfg: Mapping[str, Any], run_dir: Path, run_id: str, group: str,
         config=redact(dict(config)), settings=_settings(wandb),
         reinit="finish_previous",
     )
-    return Tracker(run)
+    tracker = Tracker(run)
+    tracker._call("define_metric", _define_steps)
+    return tracker
+
+
+def _define_steps(run: Any) -> None:
+    """W&B charts each stage's scores against the stage and the training curves against their step."""
+    run.define_metric("stage")
+    run.define_metric("eval/*", step_metric="stage")
+    run.define_metric("train/global_step")
+    run.define_metric("train/*", step_metric="train/global_step")

@@ -86,6 +86,11 @@ def _schema() -> Any:
 
 
 def evaluate_run(run_dir: Path, overrides: list[str]) -> list[dict[str, Any]]:
+    return score_run(run_dir, overrides).records
+
+
+def score_run(run_dir: Path, overrides: list[str]) -> Any:
+    """The run's ``RunResult``: ``skipped_training`` when this setting had scored every stage already."""
     from agent_safety.records.rundir import RecordError, RunDir
     from agent_safety.run.schedule import run_dir_for, run_schedule
 
@@ -101,7 +106,7 @@ def evaluate_run(run_dir: Path, overrides: list[str]) -> list[dict[str, Any]]:
     rid, found, _ = run_dir_for(cfg)
     if found.root.resolve() != run_dir.resolve():
         raise ValueError(f"{run_dir}: its config.yaml hashes to run id {rid}; run `agent-safety migrate` first")
-    return run_schedule(cfg).records
+    return run_schedule(cfg)
 
 
 #: A hub repo id: ``name`` or ``owner/name`` (what ``huggingface_hub`` accepts); anything else is a path.
@@ -175,8 +180,17 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError("give a TARGET (a run dir, or a model folder / hub id), or --judge-only")
     target = Path(args.target)
     if (target / "status.json").is_file() and (target / "config.yaml").is_file():
-        records = evaluate_run(target, list(args.overrides))
-        print(f"scored {len(records)} stage(s) of {target} into {target / 'eval' / records[0]['eval_id']}")
+        from agent_safety.run.schedule import stage_summary
+
+        result = score_run(target, list(args.overrides))
+        records, where = result.records, target / "eval" / result.records[0]["eval_id"]
+        if result.skipped_training:  # nothing ran: its scores, as the run that made them printed them
+            for rec in records:
+                print(stage_summary(result.run_id, rec, records[0] if rec["stage"] else None))
+            print(f"already scored with this evaluation setting: {len(records)} stage(s) in {where}; nothing run "
+                  "(another eval=... scores it another way)")
+        else:
+            print(f"scored {len(records)} stage(s) of {target} into {where}")
     else:
         record = evaluate_model(args.target, list(args.overrides), args.out)
         print(f"scored {args.target}: safety {record['safety']:.3f}  helpfulness {record['helpfulness']:.3f}")

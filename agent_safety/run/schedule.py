@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig
 
 from agent_safety.config.validate import ConfigError, validate
+from agent_safety.console import quiet, say
 from agent_safety.evaluate.base import StageModel, make_evaluator
 from agent_safety.pairs.rules import PairRule
 from agent_safety.records.identity import eval_id, eval_setting, run_id, stage_key
 from agent_safety.records.job import job_info
-from agent_safety.records.rundir import TRAINING_FIELDS, EvalDir, RecordError, RunDir, timestamp
+from agent_safety.records.rundir import TRAINING_FIELDS, EvalDir, RecordError, RunDir, redact, timestamp
 from agent_safety.records.schema import StageRecord
 from agent_safety.records.tracking import start as start_tracking
 from agent_safety.run.context import configure_threads, prepare
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
     from agent_safety.run.context import RunContext
 
 log = logging.getLogger(__name__)
+#: The run's log: what libraries print while it runs (warnings, W&B, the Trainer's logs), appended per launch.
+LOG_FILE = "run.log"
 
 
 @dataclass
@@ -58,6 +61,7 @@ def run_schedule(cfg: DictConfig) -> RunResult:
     validate(cfg)
     rid, rd, config = run_dir_for(cfg)
     eid = eval_id(config)
+    say(run_header(cfg, rid, rd.root))
     if not cfg.force and finished(rd, eid):  # reported without a lock, so a read-only runs dir can say it too
         return _already(rid, rd, eid)
     check_writable(cfg)
@@ -66,6 +70,15 @@ def run_schedule(cfg: DictConfig) -> RunResult:
             log.info("run %s was completed by another job while this one waited", rid)
             return _already(rid, rd, eid)
         return _run_locked(cfg, rid, rd, config, eid)
+
+
+def run_header(cfg: DictConfig, rid: str, root: Path) -> str:
+    """What a run says before any work: its id and config in one line, its evaluation, where it writes."""
+    from agent_safety.config.describe import evaluation, run_line
+
+    pad = " " * (len(rid) + 3)
+    return (f"[{rid}] {run_line(cfg)}\n{pad}evaluation: {evaluation(cfg)}\n"
+            f"{pad}writes {root} (library output: {root / LOG_FILE})")
 
 
 def finished(rd: RunDir, eid: str) -> bool:
@@ -118,6 +131,13 @@ def _run_locked(cfg: DictConfig, rid: str, rd: RunDir, config: dict[str, Any], e
     configure_threads(cfg.threads)  # before job_info() records the threads this job got
     rd.set_status("running", run_id=rid, group=cfg.group, started=timestamp(),
                   attempt=int(rd.status().get("attempt") or 0) + 1, job=job_info(), note=None)
+    with quiet(rd.root / LOG_FILE, scrub=redact):
+        return _track_and_run(cfg, rid, rd, config, eid, trained_before)
+
+
+def _track_and_run(cfg: DictConfig, rid: str, rd: RunDir, config: dict[str, Any], eid: str,
+                   trained_before: bool) -> RunResult:
+    """Train and score under the run's W&B run; the status says how it ended."""
     stages = list(cfg.schedule.stages)
     tags = [cfg.model.name, *dict.fromkeys(stages), f"beta={cfg.trainer.beta}", f"seed={cfg.seed}"]
     tracker = start_tracking(cfg.logger, rd.root, rid, cfg.group, cfg.schedule.name, tags, config)
@@ -162,8 +182,7 @@ def run_stages(cfg: DictConfig, config: dict[str, Any], rid: str, eid: str, rd: 
                 shared.publish(rd)
     records = ev.records()
     ev.set_status("completed", eval_id=eid, name=cfg.eval.name, stages=len(records))
-    tracker.summary({"run_dir": str(rd.root), "final/safety": records[-1]["safety"],
-                     "final/helpfulness": records[-1]["helpfulness"]})
+    tracker.summary({"run_dir": str(rd.root), **summary_scores(records, cfg.eval.name)})
     return records
 
 
@@ -184,6 +203,7 @@ def train(ctx: RunContext, stage: int) -> None:
     from transformers import set_seed
 
     from agent_safety.pairs.sets import pair_set
+    from agent_safety.train.callbacks import StepBar
     from agent_safety.train.stage import train_stage
 
     cfg = ctx.cfg
@@ -202,7 +222,8 @@ def train(ctx: RunContext, stage: int) -> None:
                     "model whatever trainer.save_merged says", stage)
     model, metrics = train_stage(start, ctx.tokenizer, rows, cfg.trainer, ctx.rd.stage_dir(stage), epochs,
                                  cfg.seed, ctx.tracker.report_to, ctx.run_id,
-                                 callbacks=ctx.tracker.trainer_callbacks(stage), stack_below=below,
+                                 callbacks=[*ctx.tracker.trainer_callbacks(stage),
+                                            StepBar(f"stage {stage} ({name}): training")], stack_below=below,
                                  save_merged=bool(cfg.trainer.save_merged))
     model.to(ctx.device)
     ctx.models.put(stage, model)
@@ -260,11 +281,33 @@ def emit(ctx: RunContext, ev: EvalDir, stage: int, scores: dict[str, Any]) -> di
     record = StageRecord(**header, **known, **{k: training.get(k) for k in TRAINING_FIELDS}, extra=extra)
     rec = record.to_dict()
     ev.write_record(rec)
-    ctx.tracker.log({"stage": stage, "estimate/safety": rec["safety"], "estimate/helpfulness": rec["helpfulness"],
-                     **{f"estimate/{k}": v for k, v in rec.items() if k.startswith("pref_acc") and v is not None}})
+    key = f"eval/{cfg.eval.name}"  # against ``stage`` (records.tracking defines it as these keys' step)
+    ctx.tracker.log({"stage": stage, f"{key}/safety": rec["safety"], f"{key}/helpfulness": rec["helpfulness"],
+                     **{f"{key}/{k}": v for k, v in rec.items() if k.startswith("pref_acc") and v is not None}})
     base = next((r for r in ev.records() if r["stage"] == 0), None) if stage else None
-    print(stage_summary(ctx.run_id, rec, base), flush=True)
+    say(stage_summary(ctx.run_id, rec, base))
     return rec
+
+
+def summary_scores(records: list[dict[str, Any]], name: str) -> dict[str, float]:
+    """The W&B run summary's scores: every stage's (``eval/<name>/stage_<k>/safety``...), their change from the base
+    (``delta_safety``...) and the last stage's as ``final/*``: a sweep group's runs table is its results table, and a
+    scatter of ``final/delta_safety`` against ``final/delta_helpfulness`` its frontier (docs/runs.md)."""
+    base = next((r for r in records if r["stage"] == 0), None)
+    out: dict[str, float] = {}
+    for rec in records:
+        key = f"eval/{name}/stage_{rec['stage']}"
+        out[f"{key}/safety"], out[f"{key}/helpfulness"] = rec["safety"], rec["helpfulness"]
+        if base is not None and rec["stage"]:
+            out[f"{key}/delta_safety"] = rec["safety"] - base["safety"]
+            out[f"{key}/delta_helpfulness"] = rec["helpfulness"] - base["helpfulness"]
+    if records:
+        last = records[-1]
+        out["final/safety"], out["final/helpfulness"] = last["safety"], last["helpfulness"]
+        if base is not None:
+            out["final/delta_safety"] = last["safety"] - base["safety"]
+            out["final/delta_helpfulness"] = last["helpfulness"] - base["helpfulness"]
+    return out
 
 
 def stage_summary(run_id: str, rec: dict[str, Any], base: dict[str, Any] | None = None) -> str:

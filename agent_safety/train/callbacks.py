@@ -109,3 +109,26 @@ class FirstStep(_trainer_callback_base()):  # type: ignore[misc]
             age = process_age()
             log.info("%s: first training step, %s s after the process started", self.name,
                      "?" if age is None else f"{age:.2f}")
+
+
+class StepBar(_trainer_callback_base()):  # type: ignore[misc]
+    """The training phase's progress bar with an ETA, on the terminal (``console.progress``); the Trainer's own
+    bar is off and its log dicts go to the run's log."""
+
+    def __init__(self, desc: str) -> None:
+        self.desc = desc
+        self.bar: Any = None
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        from agent_safety.console import progress
+
+        self.bar = progress(state.max_steps, self.desc, initial=state.global_step, unit="step")
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

@@ -104,6 +104,11 @@ def dequantized_gguf(model_cfg: DictConfig, cache_dir: str | Path) -> Path:
 def _convert_gguf(file: Path, out: Path, hint: str) -> None:
     import importlib.util
 
+    from agent_safety.console import say
+
+    say(f"converting {file.name} once into plain weights in the cache (about 20 s; every later load takes under a "
+        "second)", err=True)
+
     if importlib.util.find_spec("gguf") is None:
         raise ModuleNotFoundError(f"{hint} (the gguf package is not installed)", name="gguf")
     import torch

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -113,7 +112,7 @@ def dpo_args(trainer_cfg: DictConfig, output_dir: Path, epochs: float, seed: int
         max_length=t.max_length, bf16=use_bf16(t.bf16), gradient_checkpointing=t.gradient_checkpointing,
         precompute_ref_log_probs=t.precompute_ref_log_probs, logging_steps=t.logging_steps,
         save_strategy="steps", save_steps=t.save_steps, save_total_limit=1, seed=seed, data_seed=seed,
-        report_to=report_to, run_name=run_name, disable_tqdm=bool(os.environ.get("TQDM_DISABLE")),
+        report_to=report_to, run_name=run_name, disable_tqdm=True,  # callbacks.StepBar shows the steps
         dataloader_num_workers=0, remove_unused_columns=False, **extra,
     )
 

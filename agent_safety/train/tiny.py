@@ -150,6 +150,11 @@ def build_tiny(cfg: TinyConfig, corpus: list[str], cache_dir: str | Path) -> Pat
     target = Path(cache_dir) / "models" / f"tiny-{tiny_key(cfg, digest, examples_digest)}"
 
     def build(tmp: Path) -> None:
+        from agent_safety.console import say
+
+        what = (f"agent once into {target}: a tokenizer, then {cfg.agent_steps} behaviour-cloning steps (minutes "
+                "on a CPU)") if examples else f"model once into {target}: a tokenizer and a random model (seconds)"
+        say(f"building the tiny {what}; every later run with this recipe reuses it", err=True)  # stdout: results
         with _own_rng(), _every_core():
             _build(cfg, texts, examples, tmp)
 
@@ -238,7 +243,7 @@ def sft_args(cfg: TinyConfig, work: Path) -> Any:
         packing=False, bf16=False, fp16=False, activation_checkpointing=False, use_cpu=True, save_strategy="no",
         train_sampling_strategy="group_by_length", report_to=[], logging_steps=max(1, cfg.agent_steps // 10),
         dataloader_num_workers=0,
-        disable_tqdm=bool(os.environ.get("TQDM_DISABLE")), dataset_num_proc=None,
+        disable_tqdm=True, dataset_num_proc=None,  # callbacks.StepBar shows the steps
     )
 
 
@@ -247,8 +252,10 @@ def _clone(model: Any, tokenizer: Any, examples: list[Example], cfg: TinyConfig,
     from datasets import Dataset
 
     args = sft_args(cfg, work)
+    from agent_safety.train.callbacks import StepBar
+
     trainer = _trainer(cfg.agent_loss)(model=model, args=args, train_dataset=Dataset.from_list(examples),
-                                       processing_class=tokenizer)
+                                       processing_class=tokenizer, callbacks=[StepBar("tiny agent: cloning")])
     trainer.train()
     shutil.rmtree(work, ignore_errors=True)
     return trainer.model

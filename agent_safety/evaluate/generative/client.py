@@ -475,7 +475,6 @@ def _run(coro: Any) -> Any:
 
 def _progress(total: int, initial: int, desc: str) -> Any:
     """A tqdm bar that starts past the cached answers; off when ``TQDM_DISABLE`` is set."""
-    from tqdm.auto import tqdm
+    from agent_safety.console import progress
 
-    return tqdm(total=total, initial=initial, desc=desc, unit="req", disable=bool(os.environ.get("TQDM_DISABLE")),
-                dynamic_ncols=True, leave=False)
+    return progress(total, desc, initial=initial, unit="req")

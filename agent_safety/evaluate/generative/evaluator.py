@@ -85,15 +85,15 @@ class GenerativeEvaluator:
         finally:
             agent.close()
         agent_usage = agent.endpoint.usage.as_dict() if getattr(agent, "endpoint", None) else {}
-        if full := getattr(agent, "full_window", 0):
-            log.warning("stage %d: %d agent turn(s) had a prompt that fills the model's context window of %s tokens "
+        if full := getattr(agent, "full_window", 0):  # counted in the record; the run's log says it in words
+            log.info("stage %d: %d agent turn(s) had a prompt that fills the model's context window of %s tokens "
                         "and generated nothing (their episodes end without a final answer)", model.stage, full,
                         getattr(agent, "window", "?"))
         verdicts = {metric: self.judge.judge(episodes, metric) for metric, _, _ in METRICS}
         self.write(model.stage, episodes, verdicts)
         usage = self._tokens(episodes, before)
         usage["usage"]["agent"].update({k: v for k, v in agent_usage.items() if k not in usage["usage"]["agent"]})
-        return {**scores(episodes, verdicts), **counts(episodes, verdicts), **usage}
+        return {**scores(episodes, verdicts), **counts(episodes, verdicts), **usage, "full_window_turns": full}
 
     def write(self, stage: int, episodes: list[Any], verdicts: dict[str, list[Any]]) -> None:
         """The stage's trajectories and both eval files, line i of each about episode i (published layout)."""

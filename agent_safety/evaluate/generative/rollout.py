@@ -16,7 +16,6 @@ answer; an episode that runs out of continuations or tokens ends with the study'
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -32,6 +31,7 @@ from agent_safety.agent.episode import (
 )
 from agent_safety.agent.parsing import parse_agent_output, study_turn_text
 from agent_safety.agent.prompts import tool_names
+from agent_safety.console import progress
 
 #: Where the study's agents were told to stop: the tool's answer is the emulator's to write.
 OBSERVATION_STOP = "\nObservation:"
@@ -42,13 +42,11 @@ STUDY_STOPPED_ANSWER = "Agent stopped: token limit exceeded"
 def run_episodes(cases: Sequence[tuple[int, Mapping[str, Any]]], toolkits: Mapping[str, Mapping[str, Any]],
                  agent: Any, emulator: Any, prompts: Any, settings: Any, desc: str = "rollouts") -> list[Episode]:
     """Act out every case to the end; returns the episodes in the order of ``cases``."""
-    from tqdm.auto import tqdm
-
     episodes = [Episode(idx, dict(case)) for idx, case in cases]
     kits = [[toolkits[name] for name in e.case["Toolkits"]] for e in episodes]
     names = [set(tool_names(k)) for k in kits]
     stop = [OBSERVATION_STOP] if settings.stop_at_observation else []
-    bar = tqdm(total=len(episodes), desc=desc, leave=False, disable=bool(os.environ.get("TQDM_DISABLE")))
+    bar = progress(len(episodes), desc, unit="episode")
     while active := [i for i, e in enumerate(episodes) if not e.done]:
         messages = [prompts.agent(episodes[i].case, kits[i], episodes[i].scratchpad(), settings) for i in active]
         budgets = [max(1, min(settings.max_tokens_per_step, settings.token_limit - episodes[i].agent_tokens))
