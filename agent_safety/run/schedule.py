@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from agent_safety.config.validate import ConfigError, validate
 from agent_safety.console import quiet, say
+from agent_safety.data.synthetic.judges import BEHAVIOUR_CLASSES
 from agent_safety.evaluate.base import StageModel, make_evaluator
 from agent_safety.pairs.rules import PairRule
 from agent_safety.records.identity import eval_id, eval_setting, run_id, stage_key
@@ -87,7 +88,7 @@ def finished(rd: RunDir, eid: str) -> bool:
 
 
 def _already(rid: str, rd: RunDir, eid: str) -> RunResult:
-    log.info("run %s already completed: %s (force=true to rerun)", rid, rd.root)
+    log.debug("run %s already completed: %s (force=true to rerun)", rid, rd.root)  # said on the terminal
     return RunResult(rid, rd.root, "completed", rd.eval(eid).records(), skipped_training=True)
 
 
@@ -321,5 +322,6 @@ def stage_summary(run_id: str, rec: dict[str, Any], base: dict[str, Any] | None 
     if rec.get("trained_by"):
         line += f"  (trained by run {rec['trained_by']})"
     if counts := rec.get("behaviours"):
-        line += "\n" + " " * (len(run_id) + 3) + ", ".join(f"{k} {v}" for k, v in counts.items())
+        order = [*BEHAVIOUR_CLASSES, *sorted(set(counts) - set(BEHAVIOUR_CLASSES))]
+        line += "\n" + " " * (len(run_id) + 3) + ", ".join(f"{k} {counts[k]}" for k in order if k in counts)
     return line
