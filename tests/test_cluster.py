@@ -237,7 +237,7 @@ def test_preempted_run_resumes_to_the_same_run_and_metrics(slurm: None, tmp_path
     run_dir = group / rid
     assert_same_final(run_dir, runs / "twin" / rid)
     assert [r["stage"] for r in metrics(run_dir)] == [0, 1, 2]
-    log = "".join(p.read_text() for p in group.glob(".sweep/*/.submitit/*/*_log.out"))
+    log = (run_dir / "run.log").read_text()  # what the jobs' stages logged, appended by every attempt
     assert "stage_1: resuming from" in log and "stage_2: resuming from" in log  # mid-stage, not from scratch
     assert "Requeued job" in log  # submitit's USR2 handler ran after our checkpoint
     # one W&B run, resumed by each attempt: the same id in all three offline files, the id kept in the run dir
