@@ -130,3 +130,15 @@ def test_replace_dir_killed_before_dropping_the_old_folder_keeps_the_new_one(tmp
     replace_dir(target, _fill("newer"))
     assert (target / "weights.txt").read_text() == "newer"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # the leftover old folder is gone
+
+
+def test_a_broken_record_line_is_one_line_naming_the_file_and_line(tmp_path: Path) -> None:
+    rd = RunDir(tmp_path)
+    rd.write_training_record({"stage": 1, "pairs_used": 3})
+    with rd.stages_path.open("a") as f:
+        f.write('{"stage": 2, "pairs_u\n')  # a line cut short by hand or by a full disk
+    with pytest.raises(ValueError) as e:
+        rd.training_records()
+    assert str(e.value).startswith(f"{rd.stages_path}:2: not a JSON record (") and "\n" not in str(e.value)
+    rd.status_path.write_text('{"status": ')
+    assert rd.status_problem() is not None and str(rd.status_path) in rd.status_problem()

@@ -68,9 +68,17 @@ def timestamp() -> str:
 
 
 def _read_lines(path: Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file; a line that is not JSON is a one-line error naming the file and line."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except ValueError as e:
+                raise RecordError(f"{path}:{n}: not a JSON record ({e.msg})") from None
+    return rows
 
 
 def _replace_line(path: Path, record: Mapping[str, Any]) -> None:

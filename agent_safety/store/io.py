@@ -85,7 +85,10 @@ def probe_writable(folder: Path) -> str | None:
 
 
 def read_json(path: Path, default: Any = None) -> Any:
+    """The JSON in ``path`` (``default`` when there is none); a broken file is a one-line error naming it."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return default
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
