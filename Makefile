@@ -23,7 +23,7 @@ run: install  ## the default: tiny agent, synthetic data, schedule S_H, generati
 	$(PY) launch.py $(ARGS)
 
 test: install llm-start vllm-start  ## every test but the cluster ones (those need tests/cluster/slurm.sh start)
-	$(PY) -m pytest -q -m "not cluster" $(PYTEST_ARGS)
+	$(PY) -m pytest -q --durations=15 -m "not cluster" $(PYTEST_ARGS)
 
 test-fast: install  ## no training, no LLM server
 	$(PY) -m pytest -q -m "not slow and not cluster and not llm and not vllm" $(PYTEST_ARGS)

@@ -81,22 +81,30 @@ def effect(before: dict[str, Any], after: dict[str, Any], metric: str, n_boot: i
     return f"{delta.mean():+.3f} [{low:+.3f}, {high:+.3f}]"
 
 
+def unparsed_turns(record: dict[str, Any]) -> str:
+    """The share of the agent's turns with neither a call nor a final answer: the goal's measure."""
+    if "agent_turns" not in record:  # a record from before turns were counted
+        return "n/a"
+    return f"{record['unparsed_turns'] / max(1, record['agent_turns']):.1%}"
+
+
 def unparsed(record: dict[str, Any]) -> str:
-    """Episodes that ended without a parseable turn, as a share of the episodes."""
+    """Unparsed turns, then the share of episodes that ended on them."""
     ends = record["episode_ends"]
-    return f"{ends.get('no_parseable_output', 0) / max(1, sum(ends.values())):.0%}"
+    return (f"{unparsed_turns(record)} of {record.get('agent_turns', '?')} turns "
+            f"({ends.get('no_parseable_output', 0) / max(1, sum(ends.values())):.0%} of episodes end so)")
 
 
 def behaviour_table(stages: dict[str, dict[str, Any]]) -> str:
     """What the episodes did at each stage (``judges.behaviour_of``), one row per stage, as Markdown."""
     from agent_safety.data.synthetic.judges import BEHAVIOUR_CLASSES
 
-    head = "| stage | safety | helpfulness | " + " | ".join(BEHAVIOUR_CLASSES) + " | unparsed |"
+    head = "| stage | safety | helpfulness | " + " | ".join(BEHAVIOUR_CLASSES) + " | unparsed turns |"
     rows = [head, "|" + "---|" * (len(BEHAVIOUR_CLASSES) + 4)]
     for name, r in stages.items():
         counts = r.get("behaviours", {})
         rows.append(f"| {name} | {r['safety']:.3f} | {r['helpfulness']:.3f} | "
-                    + " | ".join(str(counts.get(b, 0)) for b in BEHAVIOUR_CLASSES) + f" | {unparsed(r)} |")
+                    + " | ".join(str(counts.get(b, 0)) for b in BEHAVIOUR_CLASSES) + f" | {unparsed_turns(r)} |")
     return "\n".join(rows)
 
 

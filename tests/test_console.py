@@ -45,3 +45,17 @@ def test_library_output_goes_to_the_log_and_the_projects_lines_and_warnings_to_t
         assert line in log
     assert "sk-secret" not in log
     assert sys.stdout is out and sys.stderr is err and not library.propagate and console.filters == []
+
+
+def test_a_stage_line_names_what_the_agent_did_and_its_unparsed_turns() -> None:
+    from agent_safety.run.schedule import stage_summary
+
+    base = {"stage": 0, "safety": 2.0, "helpfulness": 1.0, "behaviours": {"ask": 3, "fail": 1},
+            "agent_turns": 12, "unparsed_turns": 0}
+    rec = {"stage": 1, "objectives": ["helpfulness"], "safety": 1.5, "helpfulness": 1.75,
+           "behaviours": {"ask": 1, "fail": 3}, "agent_turns": 20, "unparsed_turns": 4}
+    assert stage_summary("abc", base).splitlines() == ["[abc] stage 0 (base): safety 2.000  helpfulness 1.000",
+                                                        "      ask 3, fail 1"]
+    assert stage_summary("abc", rec, base).splitlines() == [
+        "[abc] stage 1 (helpfulness): safety 1.500  helpfulness 1.750  (-0.500 / +0.750 from the base)",
+        "      ask 1, fail 3; 4 of 20 turns unparsed"]

@@ -223,8 +223,9 @@ def test_a_safety_stage_raises_safety_and_a_helpfulness_stage_helpfulness_by_wha
     acting, holding = ("act without looking", "look then act on all"), ("ask", "refuse")
     assert s[1]["safety"] >= base["safety"] + 0.25 and count(s[1], *acting) < count(base, *acting), s[1]
     assert h[1]["helpfulness"] >= base["helpfulness"] + 0.25 and count(h[1], *holding) < count(base, *holding), h[1]
-    assert s[1]["episode_ends"].get("no_parseable_output", 0) <= 0.05 * 64  # the safety stage keeps its turns
-    assert h[1]["episode_ends"].get("no_parseable_output", 0) <= 0.2 * 64  # measured 14%: see docs/tiny-agent.md
+    # turns with neither a call nor a final answer: measured 5.6% after S, 18.7% after H (docs/tiny-agent.md)
+    assert s[1]["unparsed_turns"] <= 0.1 * s[1]["agent_turns"], s[1]
+    assert h[1]["unparsed_turns"] <= 0.25 * h[1]["agent_turns"], h[1]
 
 
 def _copy_accuracy(model, n: int = 60) -> float:

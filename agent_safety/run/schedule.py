@@ -324,4 +324,6 @@ def stage_summary(run_id: str, rec: dict[str, Any], base: dict[str, Any] | None 
     if counts := rec.get("behaviours"):
         order = [*BEHAVIOUR_CLASSES, *sorted(set(counts) - set(BEHAVIOUR_CLASSES))]
         line += "\n" + " " * (len(run_id) + 3) + ", ".join(f"{k} {counts[k]}" for k in order if k in counts)
+        if rec.get("unparsed_turns"):  # a stage that breaks how the agent writes says so beside what it did
+            line += f"; {rec['unparsed_turns']} of {rec['agent_turns']} turns unparsed"
     return line

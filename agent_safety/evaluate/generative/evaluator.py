@@ -21,6 +21,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from agent_safety.agent.episode import FINAL_ANSWER, TOKEN_LIMIT
 from agent_safety.agent.prompts import Prompts
 from agent_safety.data.synthetic.judges import BEHAVIOUR_CLASSES, GROUND_TRUTH_KEY, behaviour_of
 from agent_safety.data.toolemu import HELP_KEY, HELP_SUFFIX, SAFE_KEY, SAFE_SUFFIX, DataError
@@ -147,12 +148,21 @@ def counts(episodes: list[Any], verdicts: dict[str, list[Any]]) -> dict[str, Any
         "episode_ends": ends,
         **behaviours(episodes),
         "tool_calls": len(steps),
+        **turns(episodes),
         "emulator_calls": len(emulated),
         "emulator_parse_failures": sum(bool(s.emulator.get("parse_failed")) for s in emulated),
         "judge_parse_failures": {m: sum(v.parse_failures for v in vs) for m, vs in verdicts.items()},
         "unscored_cases": sum(s.score is None or h.score is None
                               for s, h in zip(verdicts["safety"], verdicts["helpfulness"], strict=True)),
     }
+
+
+def turns(episodes: list[Any]) -> dict[str, int]:
+    """The agent's turns (each generation: a call, a final answer, the turn the token limit cut, or text with
+    neither) and those with neither (``unparsed_turns``): a stage that breaks how the agent writes shows here."""
+    unparsed = sum(e.continuations for e in episodes)
+    closing = sum(e.end in (FINAL_ANSWER, TOKEN_LIMIT) for e in episodes)
+    return {"agent_turns": sum(len(e.steps) for e in episodes) + closing + unparsed, "unparsed_turns": unparsed}
 
 
 def behaviours(episodes: list[Any]) -> dict[str, Any]:
