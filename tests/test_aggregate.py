@@ -210,6 +210,9 @@ def test_aggregate_without_a_root_reads_the_runs_dir_into_its_aggregate_folder(t
     monkeypatch.setenv("AGENT_SAFETY_RUNS", str(tmp_path / "runs"))
     assert run_cli("--bootstrap", "0", "--no-figures") == 0
     assert (tmp_path / "runs" / "aggregate" / "frontier.json").is_file()
+    make_runs(tmp_path / "other")  # one root given: its aggregate folder, not the working directory's
+    assert run_cli(str(tmp_path / "other"), "--bootstrap", "0", "--no-figures") == 0
+    assert (tmp_path / "other" / "aggregate" / "frontier.json").is_file() and not Path("aggregate").exists()
 
 
 # ------------------------------------------------------------------------------ W&B, recorded responses

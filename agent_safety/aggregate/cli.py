@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("roots", nargs="*", type=Path, help="run roots, searched at any depth for status.json "
                    "(default: $AGENT_SAFETY_RUNS, else ./runs: where launch.py writes)")
     p.add_argument("--out", type=Path, default=None,
-                   help="output folder (default: <runs>/aggregate with the default root, else ./aggregate)")
+                   help="output folder (default: <root>/aggregate with one run root or none, else ./aggregate)")
     p.add_argument("--wandb", metavar="ENTITY/PROJECT", default=None, help="also read runs from W&B")
     p.add_argument("--group", default=None, help="only runs of this group (W&B group / run-dir group)")
     p.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP,
@@ -62,6 +62,8 @@ def main(args: argparse.Namespace) -> int:
                              "is not a folder; give run roots or --wandb ENTITY/PROJECT")
         args.roots = [runs]
         args.out = args.out or runs / "aggregate"
+    if len(args.roots) == 1 and not args.wandb:  # one run root: its results beside its runs, as for the default
+        args.out = args.out or args.roots[0] / "aggregate"
     args.out = args.out or Path("aggregate")
     result = run_aggregate(args.roots, args.out, wandb_path=args.wandb, group=args.group,
                            api=getattr(args, "wandb_api", None), n_boot=args.bootstrap,
