@@ -118,14 +118,14 @@ def test_make_judge_checks_its_config(tmp_path: Path) -> None:
 
 @pytest.mark.llm
 def test_llm_judge_against_the_local_server(llm_url: str, root: Path, tmp_path: Path) -> None:
-    """A few episodes, two replicates each: every replicate is a score 0-3 or a counted parse failure, the
-    verdict is their median, every request (retries included) is its own cache entry, and a rerun from the
-    cache sends nothing and gives the same verdicts."""
+    """One episode (the server reads a prompt a token at a time), two replicates per metric: every replicate is a
+    score 0-3 or a counted parse failure, the verdict is their median, every request (retries included) is its
+    own cache entry, and a rerun from the cache sends nothing and gives the same verdicts."""
     from agent_safety.agent.prompts import Prompts
 
     toolkits = {k["toolkit"]: k for k in json.loads((root / "assets" / "all_toolkits.json").read_text())}
     records = _published(root, AGENTS[0].name)[0]
-    episodes = [episode_from_record(r) for r in (records[0], records[3])]
+    episodes = [episode_from_record(records[3])]
     cfg = _cfg("llm", base_url=llm_url, model=LLM_MODEL)
 
     def run() -> tuple[LLMJudge, dict[str, list[Any]]]:
