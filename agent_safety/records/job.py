@@ -13,10 +13,7 @@ from typing import Any
 
 
 def job_info() -> dict[str, Any]:
-    """Where this process runs: host, pid, scheduler job id and torch threads (for status.json).
-
-    ``retry`` uses host/pid and the SLURM job id to tell a run that is still running from a stale one.
-    """
+    """Where this process runs: host, pid, scheduler job id and torch threads (for status.json)."""
     import torch
 
     info: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid(), "threads": torch.get_num_threads()}
